@@ -1,0 +1,15 @@
+"""Edit-friendly DDPM inversion and editing for ComfyUI.
+
+Huberman-Spiegelglas, Kulikov, Michaeli, "An Edit Friendly DDPM Noise Space: Inversion and
+Manipulations", CVPR 2024. The ComfyUI nodes load only inside a ComfyUI host; outside it the package
+still imports, so tools and tests can use the pure modules under `nodes/`.
+"""
+
+WEB_DIRECTORY = "./web"
+
+try:
+    import comfy_api.latest  # noqa: F401  (present only inside a ComfyUI host)
+except ImportError:
+    pass
+else:
+    from .nodes.comfy_nodes import comfy_entrypoint  # noqa: F401

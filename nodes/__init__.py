@@ -1,0 +1,1 @@
+"""Edit-friendly DDPM inversion: the algorithm (pure modules) and its ComfyUI nodes (comfy_nodes)."""

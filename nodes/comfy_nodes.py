@@ -1,0 +1,169 @@
+"""The pack's ComfyUI nodes (V3 schema): thin adapters over pipeline and transforms."""
+
+from __future__ import annotations
+
+import inspect
+
+import comfy.samplers
+from comfy_api.latest import ComfyExtension, io
+from typing_extensions import override
+
+from . import pipeline
+from .transforms import FILL_MODES, colour_noise_maps, parse_hex_colour, shift_noise_maps
+from .sockets import NoiseMapsSocket
+from .validation import EditFriendlyInputError, check_shift, fit_mask
+
+CATEGORY = "edit_friendly_ddpm"
+MAX_STEPS = 1000
+SEED_MAX = 0xFFFFFFFFFFFFFFFF
+NOISE_MAPS_TOOLTIP = "Edit-friendly noise maps of one image, made by Edit-Friendly DDPM Inversion."
+
+
+def _description(cls) -> str:
+    return inspect.cleandoc(cls.__doc__ or "")
+
+
+class EditFriendlyDDPMInversion(io.ComfyNode):
+    """Extracts edit-friendly DDPM noise maps from an image latent (Huberman-Spiegelglas et al., CVPR 2024).
+
+    Replayed by the Edit-Friendly Sampler with the same prompt and CFG, the maps give the image back
+    exactly; with another prompt they keep its structure. One inversion serves any number of edits.
+    Costs one sampling pass.
+    """
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="EditFriendlyDDPMInversion",
+            display_name="Edit-Friendly DDPM Inversion",
+            category=CATEGORY,
+            description=_description(cls),
+            inputs=[
+                io.Model.Input("model", tooltip="The diffusion model to invert with; edit with the same base model."),
+                io.Conditioning.Input("positive", tooltip="Source prompt: a description of the input image as it is."),
+                io.Conditioning.Input("negative", tooltip="Negative prompt used with the source CFG."),
+                io.Latent.Input("latent_image", tooltip="The image to edit, encoded with this model's VAE (VAE Encode)."),
+                io.Int.Input(
+                    "steps", default=100, min=1, max=MAX_STEPS,
+                    tooltip="Sampling steps of the schedule. The paper uses 100; fewer is faster but edits are coarser.",
+                ),
+                io.Float.Input(
+                    "cfg", default=3.5, min=0.0, max=100.0, step=0.1, round=0.01,
+                    tooltip="Source CFG scale (paper: 3.5). Use the same value in the sampler to reconstruct the image.",
+                ),
+                io.Combo.Input(
+                    "scheduler", options=comfy.samplers.SCHEDULER_NAMES, default="ddim_uniform",
+                    tooltip="Sigma schedule; ddim_uniform is the paper's timestep grid. It must end at sigma 0.",
+                ),
+                io.Float.Input(
+                    "eta", default=1.0, min=0.0, max=1.0, step=0.01,
+                    tooltip="Share of the posterior noise kept at each step; 1 = DDPM as in the paper. Must be above 0.",
+                ),
+                io.Int.Input(
+                    "seed", default=0, min=0, max=SEED_MAX, control_after_generate=True,
+                    tooltip="Draws the independent noisy latents. Every seed reconstructs exactly; different seeds give different edits.",
+                ),
+            ],
+            outputs=[NoiseMapsSocket.Output(display_name="noise_maps", tooltip=NOISE_MAPS_TOOLTIP)],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, negative, latent_image, steps, cfg, scheduler, eta, seed) -> io.NodeOutput:
+        return io.NodeOutput(pipeline.invert(model, positive, negative, latent_image, steps, cfg, scheduler, eta, seed))
+
+
+class EditFriendlySampler(io.ComfyNode):
+    """Regenerates an image from edit-friendly noise maps under a target prompt.
+
+    The same prompt and CFG as the inversion give the input back exactly; a new prompt edits the
+    image while keeping its structure. Larger skip keeps it closer to the source. Costs one partial
+    sampling pass (steps - skip model calls).
+    """
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="EditFriendlySampler",
+            display_name="Edit-Friendly Sampler",
+            category=CATEGORY,
+            description=_description(cls),
+            inputs=[
+                io.Model.Input("model", tooltip="The model the maps were made with (LoRA or ControlNet on top are fine)."),
+                io.Conditioning.Input("positive", tooltip="Target prompt: the image as you want it."),
+                io.Conditioning.Input("negative", tooltip="Negative prompt used with the target CFG."),
+                NoiseMapsSocket.Input("noise_maps", tooltip=NOISE_MAPS_TOOLTIP),
+                io.Float.Input(
+                    "cfg", default=15.0, min=0.0, max=100.0, step=0.1, round=0.01,
+                    tooltip="Target CFG scale (paper: 15, useful range 7-18). The source CFG reconstructs the input.",
+                ),
+                io.Int.Input(
+                    "skip", default=36, min=0, max=MAX_STEPS - 1,
+                    tooltip="T_skip: noisiest steps left out (paper: 36 of 100, range 0-40). Larger keeps more of the input; must be below the steps.",
+                ),
+            ],
+            outputs=[io.Latent.Output(display_name="LATENT", tooltip="The edited latent, in the same space as the input latent.")],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, negative, noise_maps, cfg, skip) -> io.NodeOutput:
+        return io.NodeOutput({"samples": pipeline.regenerate(model, positive, negative, noise_maps, cfg, skip)})
+
+
+class EditFriendlyNoiseMapTransform(io.ComfyNode):
+    """Edits an image by transforming its noise maps: shift it, or move a region towards a colour.
+
+    Shifting all maps and the start latent by (dx, dy) latent pixels shifts the regenerated image;
+    adding a colour offset to the maps inside a mask recolours that region while keeping its texture.
+    Returns new maps; the input maps are left as they are.
+    """
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="EditFriendlyNoiseMapTransform",
+            display_name="Noise Map Transform",
+            category=CATEGORY,
+            description=_description(cls),
+            inputs=[
+                NoiseMapsSocket.Input("noise_maps", tooltip=NOISE_MAPS_TOOLTIP),
+                io.Int.Input("dx", default=0, min=-4096, max=4096, tooltip="Horizontal shift in latent pixels (8 image pixels for most models); positive moves right. 0 = no shift."),
+                io.Int.Input("dy", default=0, min=-4096, max=4096, tooltip="Vertical shift in latent pixels; positive moves down. 0 = no shift."),
+                io.Combo.Input("fill", options=list(FILL_MODES), default="noise", tooltip="What fills the band a shift uncovers: fresh seeded noise (new content), a reflection of the edge, or the opposite edge (wrap-around)."),
+                io.Int.Input("fill_seed", default=0, min=0, max=SEED_MAX, tooltip="Seed of the fresh noise for the noise fill."),
+                io.String.Input("color", default="#ff0000", tooltip="Target colour as #RRGGBB; turned into a latent direction with the model's preview colours."),
+                io.Float.Input("color_strength", default=0.0, min=0.0, max=10.0, step=0.05, tooltip="How far to move the masked region towards the colour; 0 = no colour change, 1 = about all the way."),
+                io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01, tooltip="First step, as a share of the schedule, whose map gets the colour offset (0 = the noisiest)."),
+                io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01, tooltip="Step, as a share of the schedule, where the colour offset stops (1 = the end)."),
+                io.Mask.Input("mask", optional=True, tooltip="Where the colour applies (1 = recolour); resized to the latent if its aspect ratio matches. Whole image if not connected."),
+            ],
+            outputs=[NoiseMapsSocket.Output(display_name="noise_maps", tooltip="The transformed noise maps (new object).")],
+        )
+
+    @classmethod
+    def execute(cls, noise_maps, dx, dy, fill, fill_seed, color, color_strength, start_percent, end_percent, mask=None) -> io.NodeOutput:
+        try:
+            colour = parse_hex_colour(color)
+        except ValueError as error:
+            raise EditFriendlyInputError(str(error)) from None
+        if start_percent > end_percent:
+            raise EditFriendlyInputError(f"start_percent ({start_percent}) must not be above end_percent ({end_percent}).")
+        check_shift(dx, dy, noise_maps, fill)
+        batch, _, height, width = noise_maps.latent_shape
+        if mask is not None:
+            mask = fit_mask(mask, batch, height, width)
+        result = colour_noise_maps(noise_maps, colour, color_strength, mask, start_percent, end_percent)
+        result = shift_noise_maps(result, dx, dy, fill, fill_seed)
+        return io.NodeOutput(result)
+
+
+NODES = [EditFriendlyDDPMInversion, EditFriendlySampler, EditFriendlyNoiseMapTransform]
+
+
+class EditFriendlyExtension(ComfyExtension):
+    @override
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return NODES
+
+
+async def comfy_entrypoint() -> EditFriendlyExtension:
+    return EditFriendlyExtension()

@@ -1,0 +1,158 @@
+"""The edit-friendly noise maps of one inversion, and the fingerprint of the model they belong to.
+
+Pure torch: nothing here imports ComfyUI, so tools and tests can use it without a host.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+
+import torch
+
+SAMPLING_RULES = ("ddpm",)
+"""Step rules a set of maps can be replayed with; the inversion and the sampler must use the same one."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelFingerprint:
+    """What must match between the model that made the maps and the model that replays them.
+
+    Only the sampling side is fingerprinted (prediction type, noise schedule, latent space), so a
+    LoRA, a ControlNet or a patched copy of the same base model may replay the maps; another family may not.
+    """
+
+    prediction: str
+    """The model_sampling prediction class, such as EPS, V_PREDICTION or CONST."""
+    schedule: str
+    """Short digest of the model's sigma table (or of its sigma function for continuous schedules)."""
+    latent_format: str
+    """Name of the latent format class, such as SD15, SDXL, SD3 or Flux."""
+    latent_channels: int
+
+    @staticmethod
+    def of(model_sampling, latent_format) -> ModelFingerprint:
+        """Fingerprint a ComfyUI model from its `model_sampling` and `latent_format` objects."""
+        return ModelFingerprint(
+            prediction=_prediction_name(model_sampling),
+            schedule=_schedule_digest(model_sampling),
+            latent_format=type(latent_format).__name__,
+            latent_channels=int(latent_format.latent_channels),
+        )
+
+    def describe(self) -> str:
+        return f"{self.latent_format} latents ({self.latent_channels} channels), {self.prediction} prediction, schedule {self.schedule}"
+
+    def mismatch(self, other: ModelFingerprint) -> str | None:
+        """A sentence saying how `other` differs from this fingerprint, or None when they match."""
+        differences = [
+            f"{name}: maps have {mine}, model has {theirs}"
+            for name, mine, theirs in (
+                ("latent format", self.latent_format, other.latent_format),
+                ("latent channels", self.latent_channels, other.latent_channels),
+                ("prediction type", self.prediction, other.prediction),
+                ("noise schedule", self.schedule, other.schedule),
+            )
+            if mine != theirs
+        ]
+        return "; ".join(differences) or None
+
+
+_PREDICTION_TYPES = ("V_PREDICTION", "EDM", "EPS", "CONST", "COSMOS_RFLOW", "IMG_TO_IMG", "X0")
+
+
+def _prediction_name(model_sampling) -> str:
+    # ComfyUI builds model_sampling as a class mixing a prediction type and a schedule, e.g.
+    # class ModelSampling(ModelSamplingDiscrete, EPS); the first prediction class in the MRO is the one in force.
+    for cls in type(model_sampling).__mro__:
+        if cls.__name__ in _PREDICTION_TYPES:
+            return cls.__name__
+    return type(model_sampling).__name__
+
+
+def _schedule_digest(model_sampling) -> str:
+    table = getattr(model_sampling, "sigmas", None)
+    if not isinstance(table, torch.Tensor):
+        probe = torch.linspace(0.0, 1.0, 33)
+        table = model_sampling.sigma(probe * 999.0) if hasattr(model_sampling, "sigma") else probe
+    rounded = torch.round(table.detach().double().cpu() * 1e5).to(torch.int64).numpy().tobytes()
+    return hashlib.sha256(rounded).hexdigest()[:12]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class NoiseMaps:
+    """Everything one edit-friendly inversion extracts from an image (paper, Eqs. 6-7).
+
+    For a schedule s_0 > s_1 > ... > s_N = 0 the sampler replays, from any start step k (T_skip),
+
+        x_k = noisy_latents[k];   x_{i+1} = mean_i(x_i) + eta * tau_i * maps[i]
+
+    where mean_i is the posterior mean of the step rule under the current conditioning. With the
+    source conditioning and CFG this returns the source latent exactly; the last map is the residual
+    that makes it so (added with scale 1). Tensors are in the model's latent space (after process_latent_in),
+    kept on ComfyUI's intermediate device. Instances are never modified: transforms return new ones.
+    """
+
+    sigmas: torch.Tensor
+    """Schedule, shape [N + 1], strictly decreasing, ending at 0."""
+    noisy_latents: torch.Tensor
+    """x_0 .. x_{N-1}, shape [N, B, C, H, W]: the start latent for every possible skip."""
+    maps: torch.Tensor
+    """z_0 .. z_{N-1}, shape [N, B, C, H, W]; maps[N-1] is the final residual."""
+    scales: torch.Tensor
+    """(a_i, b_i) per sigma, shape [N + 1, 2], float64: x_i = a_i * x0 + b_i * noise for this model family."""
+    source_latent: torch.Tensor
+    """The input LATENT's samples as given (before process_latent_in), shape [B, C, H, W]."""
+    eta: float
+    seed: int
+    source_cfg: float
+    fingerprint: ModelFingerprint
+    rule: str = "ddpm"
+    latent_rgb_factors: tuple | None = None
+    """The model's preview projection (C rows of RGB), used to turn a colour into a latent direction."""
+    latent_rgb_bias: tuple | None = None
+
+    def __post_init__(self):
+        steps = self.maps.shape[0]
+        if self.sigmas.ndim != 1 or self.sigmas.shape[0] != steps + 1:
+            raise ValueError(f"NoiseMaps: {steps} maps need {steps + 1} sigmas, got shape {tuple(self.sigmas.shape)}")
+        if self.noisy_latents.shape != self.maps.shape:
+            raise ValueError("NoiseMaps: noisy latents and maps must have the same shape")
+        if self.scales.shape != (steps + 1, 2):
+            raise ValueError("NoiseMaps: one (signal, noise) scale pair per sigma is needed")
+        if self.rule not in SAMPLING_RULES:
+            raise ValueError(f"NoiseMaps: unknown step rule {self.rule!r}")
+
+    @property
+    def steps(self) -> int:
+        """Number of sampling steps N (the number of maps)."""
+        return self.maps.shape[0]
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        """Shape of the latent batch the maps regenerate: (B, C, H, W)."""
+        return tuple(self.maps.shape[1:])
+
+    @property
+    def batch_size(self) -> int:
+        return self.maps.shape[1]
+
+    def start_latent(self, skip: int) -> torch.Tensor:
+        """x_skip: where regeneration starts when the `skip` noisiest steps are left out."""
+        return self.noisy_latents[skip]
+
+    def nbytes(self) -> int:
+        """Memory held by the tensors of this object."""
+        tensors = (self.sigmas, self.scales, self.noisy_latents, self.maps, self.source_latent)
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def replace(self, **changes) -> NoiseMaps:
+        """A new NoiseMaps with some fields changed; this one stays as it is."""
+        return dataclasses.replace(self, **changes)
+
+    def __repr__(self) -> str:
+        b, c, h, w = self.latent_shape
+        return (
+            f"NoiseMaps({self.steps} steps, batch {b}, {c}x{h}x{w} latents, rule {self.rule}, eta {self.eta}, "
+            f"seed {self.seed}, source cfg {self.source_cfg}, {self.fingerprint.latent_format})"
+        )

@@ -1,0 +1,108 @@
+"""Runs the edit-friendly sampler functions through ComfyUI's own guider and sampler machinery.
+
+Going through `CFGGuider.sample` with a `KSAMPLER` means LoRA, ControlNet, hooks, area and timestep
+conditioning, model patches, memory management, progress, previews and interrupt all behave as they
+do for ComfyUI's built-in samplers. Every input is checked before the first model call.
+"""
+
+from __future__ import annotations
+
+import comfy.model_management
+import comfy.samplers
+import comfy.utils
+import latent_preview
+import torch
+
+from .noise_maps import ModelFingerprint, NoiseMaps
+from .sampling import sample_edit_friendly, sample_edit_friendly_inversion
+from .validation import check_eta, check_latent, check_maps_fit_model, check_sigmas, check_skip
+
+
+def model_fingerprint(model) -> ModelFingerprint:
+    """The fingerprint of a ComfyUI MODEL (a ModelPatcher)."""
+    return ModelFingerprint.of(model.get_model_object("model_sampling"), model.get_model_object("latent_format"))
+
+
+def progress_callback(model, steps: int):
+    """ComfyUI's progress bar and latent previews, plus an interrupt check at every step."""
+    show_progress = latent_preview.prepare_callback(model, steps)
+
+    def callback(step, denoised, x, total_steps):
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        show_progress(step, denoised, x, total_steps)
+
+    return callback
+
+
+def cfg_guider(model, positive, negative, cfg: float) -> comfy.samplers.CFGGuider:
+    guider = comfy.samplers.CFGGuider(model)
+    guider.set_conds(positive, negative)
+    guider.set_cfg(cfg)
+    return guider
+
+
+def edit_friendly_sampler(noise_maps: NoiseMaps) -> comfy.samplers.KSAMPLER:
+    """A SAMPLER that replays `noise_maps`; give it a tail of `noise_maps.sigmas`."""
+    return comfy.samplers.KSAMPLER(sample_edit_friendly, extra_options={"noise_maps": noise_maps})
+
+
+def run_guider(guider, sampler, sigmas: torch.Tensor, latent: torch.Tensor, seed: int) -> torch.Tensor:
+    """One pass of `sampler` over `sigmas` with ComfyUI's progress, previews and interrupt."""
+    comfy.model_management.throw_exception_if_processing_interrupted()
+    steps = sigmas.shape[-1] - 1
+    samples = guider.sample(
+        torch.zeros_like(latent),
+        latent,
+        sampler,
+        sigmas,
+        callback=progress_callback(guider.model_patcher, steps),
+        disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED,
+        seed=seed,
+    )
+    return samples.to(comfy.model_management.intermediate_device())
+
+
+def invert(model, positive, negative, latent: dict, steps: int, cfg: float, scheduler: str, eta: float, seed: int) -> NoiseMaps:
+    """Edit-friendly DDPM inversion of `latent` under the source prompt and CFG: one sampling pass."""
+    latent_format = model.get_model_object("latent_format")
+    samples = check_latent(latent.get("samples"), latent_format.latent_channels)
+    eta = check_eta(eta)
+    if scheduler not in comfy.samplers.SCHEDULER_NAMES:
+        raise ValueError(f"Unknown scheduler {scheduler!r}; choose one of {comfy.samplers.SCHEDULER_NAMES}.")
+    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), scheduler, steps)
+    sigmas = check_sigmas(sigmas.float().cpu(), scheduler)
+
+    store = comfy.model_management.intermediate_device()
+    sink = []
+    sampler = comfy.samplers.KSAMPLER(
+        sample_edit_friendly_inversion, extra_options={"eta": eta, "seed": seed, "sink": sink, "store_device": store}
+    )
+    run_guider(cfg_guider(model, positive, negative, cfg), sampler, sigmas, samples, seed)
+    record = sink[0]
+    return NoiseMaps(
+        sigmas=record["sigmas"],
+        scales=record["scales"],
+        noisy_latents=record["noisy_latents"],
+        maps=record["maps"],
+        source_latent=samples.to(store),
+        eta=eta,
+        seed=int(seed),
+        source_cfg=float(cfg),
+        fingerprint=model_fingerprint(model),
+        latent_rgb_factors=_as_tuple(getattr(latent_format, "latent_rgb_factors", None)),
+        latent_rgb_bias=_as_tuple(getattr(latent_format, "latent_rgb_factors_bias", None)),
+    )
+
+
+def regenerate(model, positive, negative, noise_maps: NoiseMaps, cfg: float, skip: int) -> torch.Tensor:
+    """Replay `noise_maps` from step `skip` under the target prompt and CFG: one partial sampling pass."""
+    check_maps_fit_model(noise_maps, model_fingerprint(model))
+    skip = check_skip(skip, noise_maps)
+    guider = cfg_guider(model, positive, negative, cfg)
+    return run_guider(guider, edit_friendly_sampler(noise_maps), noise_maps.sigmas[skip:], noise_maps.source_latent, noise_maps.seed)
+
+
+def _as_tuple(rows):
+    if rows is None:
+        return None
+    return tuple(tuple(float(v) for v in row) if isinstance(row, (list, tuple)) else float(row) for row in rows)

