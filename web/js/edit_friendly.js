@@ -1,0 +1,196 @@
+// Frontend helpers for the Edit-Friendly DDPM nodes.
+//
+// 1. The EF_NOISE_MAPS socket and its links get their own colour on the canvas (and in the Vue node
+//    view), and keep it when the user switches colour palettes.
+// 2. The Edit-Friendly Sampler shows how many steps the inversion that feeds it has, and limits its
+//    `skip` widget to fewer than those steps, so a too-large skip is caught before queueing.
+//
+// Loaded by ComfyUI from WEB_DIRECTORY (./web), i.e. from /extensions/<pack folder>/js/.
+
+import { app } from "../../../scripts/app.js";
+
+export const NOISE_MAPS_TYPE = "EF_NOISE_MAPS";
+export const NOISE_MAPS_COLOR = "#2EC4B6";
+export const INVERSION_NODE = "EditFriendlyDDPMInversion";
+export const SAMPLER_NODE = "EditFriendlySampler";
+export const TRANSFORM_NODE = "EditFriendlyNoiseMapTransform";
+
+// The skip widget's own limit (MAX_STEPS - 1 in nodes/comfy_nodes.py), restored when no inversion
+// with a known step count is connected.
+const SKIP_DEFAULT_MAX = 999;
+// Longest chain of transforms and reroutes followed back to an inversion.
+const MAX_HOPS = 64;
+
+// ---------------------------------------------------------------------------------------------
+// Socket and link colour
+
+// A palette load first blanks the colour of every known data type ("") and then applies the
+// palette's own colours, so a plain assignment would be lost on every palette change. The entry is
+// therefore an accessor: a palette that names a colour for EF_NOISE_MAPS wins, a blank falls back
+// to ours.
+function pinTypeColour(table, type, colour) {
+  if (!table || typeof table !== "object") return false;
+  const existing = Object.getOwnPropertyDescriptor(table, type);
+  if (existing && existing.get && existing.get.efPinned) return true;
+  let paletteColour = existing && !existing.get ? existing.value || "" : "";
+  const get = () => paletteColour || colour;
+  get.efPinned = true;
+  Object.defineProperty(table, type, {
+    configurable: true,
+    enumerable: true,
+    get,
+    set(value) {
+      paletteColour = typeof value === "string" ? value : "";
+    },
+  });
+  return true;
+}
+
+// The Vue node view colours a slot with var(--color-datatype-<TYPE>); palette loads set or remove
+// that variable inline on <body>, which overrides this rule only when the palette names a colour.
+function addSlotColourRule(type, colour) {
+  const id = "edit-friendly-ddpm-socket-colours";
+  if (document.getElementById(id)) return;
+  const style = document.createElement("style");
+  style.id = id;
+  style.textContent = `:root, body { --color-datatype-${type}: ${colour}; }`;
+  document.head.appendChild(style);
+}
+
+function applySocketColour() {
+  const LGraphCanvas = window.LGraphCanvas ?? window.comfyAPI?.litegraph?.LGraphCanvas;
+  pinTypeColour(LGraphCanvas?.link_type_colors, NOISE_MAPS_TYPE, NOISE_MAPS_COLOR);
+  pinTypeColour(app.canvas?.default_connection_color_byType, NOISE_MAPS_TYPE, NOISE_MAPS_COLOR);
+  addSlotColourRule(NOISE_MAPS_TYPE, NOISE_MAPS_COLOR);
+  app.canvas?.setDirty?.(true, true);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Steps of the connected inversion
+
+function widget(node, name) {
+  return node?.widgets?.find((w) => w.name === name) ?? null;
+}
+
+function inputIndex(node, name) {
+  return node?.inputs?.findIndex((input) => input.name === name) ?? -1;
+}
+
+function upstreamNode(node, slot) {
+  if (slot < 0 || node?.inputs?.[slot]?.link == null) return null;
+  try {
+    return node.getInputNode(slot) ?? null;
+  } catch {
+    return null;
+  }
+}
+
+// The step count of the inversion whose maps reach `node`'s noise_maps input, following transforms
+// and reroute nodes; null when nothing (or nothing readable) is connected.
+export function connectedInversionSteps(node) {
+  let current = upstreamNode(node, inputIndex(node, "noise_maps"));
+  for (let hop = 0; current && hop < MAX_HOPS; hop++) {
+    const type = current.comfyClass ?? current.type;
+    if (type === INVERSION_NODE) {
+      // A steps value that comes in through a link is only known when the prompt is built.
+      const stepsInput = current.inputs?.[inputIndex(current, "steps")];
+      if (stepsInput?.link != null) return null;
+      const steps = Number(widget(current, "steps")?.value);
+      return Number.isInteger(steps) && steps > 0 ? steps : null;
+    }
+    if (type === TRANSFORM_NODE) current = upstreamNode(current, inputIndex(current, "noise_maps"));
+    else if (type === "Reroute") current = upstreamNode(current, 0);
+    else return null;
+  }
+  return null;
+}
+
+// Shows the connected inversion's steps on the sampler's skip widget and caps the widget below
+// them. Returns true when anything changed.
+export function updateSkipLimit(node) {
+  const skip = widget(node, "skip");
+  if (!skip) return false;
+  const steps = connectedInversionSteps(node);
+  const state = steps == null ? null : `${steps}:${skip.value >= steps}`;
+  if (node.efSkipState === state) return false;
+  node.efSkipState = state;
+
+  skip.options = skip.options ?? {};
+  if (steps == null) {
+    skip.options.max = SKIP_DEFAULT_MAX;
+    delete skip.label;
+  } else {
+    skip.options.max = Math.max(0, steps - 1);
+    skip.label = skip.value >= steps ? `skip (must be < ${steps}!)` : `skip (of ${steps} steps)`;
+  }
+  node.setDirtyCanvas?.(true, true);
+  return true;
+}
+
+function updateAllSamplers(graph = app.graph) {
+  const nodes = graph?._nodes ?? graph?.nodes ?? [];
+  for (const node of nodes) {
+    try {
+      if ((node.comfyClass ?? node.type) === SAMPLER_NODE) updateSkipLimit(node);
+      // Nodes inside subgraphs.
+      if (node.subgraph && node.subgraph !== graph) updateAllSamplers(node.subgraph);
+    } catch (error) {
+      console.warn("[edit-friendly-ddpm] could not update the skip limit", error);
+    }
+  }
+}
+
+function chainCallback(object, property, callback) {
+  const original = object[property];
+  object[property] = function (...args) {
+    const result = original?.apply(this, args);
+    callback.apply(this, args);
+    return result;
+  };
+}
+
+function scheduleUpdate() {
+  // Links are settled only after the event that changed them; update on the next frame.
+  requestAnimationFrame(() => updateAllSamplers());
+}
+
+app.registerExtension({
+  name: "editFriendlyDDPM.socketColour",
+  async setup() {
+    applySocketColour();
+  },
+  async afterConfigureGraph() {
+    // A palette loaded with a workflow may have replaced the tables' entries.
+    applySocketColour();
+  },
+});
+
+app.registerExtension({
+  name: "editFriendlyDDPM.skipLimit",
+  async beforeRegisterNodeDef(nodeType, nodeData) {
+    const name = nodeData?.name;
+    if (name !== INVERSION_NODE && name !== SAMPLER_NODE && name !== TRANSFORM_NODE) return;
+    chainCallback(nodeType.prototype, "onConnectionsChange", scheduleUpdate);
+    chainCallback(nodeType.prototype, "onRemoved", scheduleUpdate);
+    if (name === SAMPLER_NODE) {
+      // Catches changes no hook reports (e.g. the steps typed into the inversion) while the canvas draws.
+      chainCallback(nodeType.prototype, "onDrawForeground", function () {
+        updateSkipLimit(this);
+      });
+    }
+  },
+  async nodeCreated(node) {
+    const type = node.comfyClass ?? node.type;
+    if (type === INVERSION_NODE) {
+      const steps = widget(node, "steps");
+      if (steps) chainCallback(steps, "callback", scheduleUpdate);
+    } else if (type === SAMPLER_NODE) {
+      const skip = widget(node, "skip");
+      if (skip) chainCallback(skip, "callback", () => updateSkipLimit(node));
+      scheduleUpdate();
+    }
+  },
+  async afterConfigureGraph() {
+    updateAllSamplers();
+  },
+});
