@@ -34,3 +34,4 @@ def _load_pack():
 
 
 pack = _load_pack()
+pytest_plugins = ["comfy_server"]
