@@ -1,0 +1,83 @@
+"""Noise-map manipulations: shifted maps give a shifted image, coloured maps recolour the masked region."""
+
+import pytest
+import tiny_models
+import torch
+from edit_friendly_ddpm.nodes import pipeline
+from edit_friendly_ddpm.nodes.transforms import FILL_MODES, colour_noise_maps, preview_rgb, shift_noise_maps, shift_tensor
+
+
+def test_shift_tensor_moves_content_right_and_down():
+    grid = torch.arange(20.0).view(1, 4, 5)
+    for fill in FILL_MODES:
+        shifted = shift_tensor(grid, 2, 1, fill, torch.full_like(grid, -1.0))
+        assert torch.equal(shifted[0, 1:, 2:], grid[0, :-1, :-2]), fill
+    assert torch.equal(shift_tensor(grid, 2, 1, "noise", torch.full_like(grid, -1.0))[0, 0], torch.full((5,), -1.0))
+    assert torch.equal(shift_tensor(grid, -1, 0, "wrap")[0, :, -1], grid[0, :, 0])
+
+
+@pytest.fixture(scope="module")
+def inverted_24():
+    tiny = tiny_models.sd15_eps(seed=0)
+    latent = tiny_models.latent(tiny, height=24, width=24, seed=3)
+    positive, negative = tiny.conditioning(1), tiny.conditioning(2)
+    maps = pipeline.invert(tiny.patcher, positive, negative, latent, 20, 3.5, "ddim_uniform", 1.0, seed=0)
+    return tiny, latent, positive, negative, maps
+
+
+@pytest.mark.parametrize("fill", FILL_MODES)
+def test_shifted_maps_regenerate_the_shifted_image(fill, inverted_24):
+    tiny, latent, positive, negative, maps = inverted_24
+    dx, dy = 3, -2
+    shifted = shift_noise_maps(maps, dx, dy, fill, seed=1)
+    assert shifted is not maps and shifted.maps.data_ptr() != maps.maps.data_ptr()
+    output = pipeline.regenerate(tiny.patcher, positive, negative, shifted, 3.5, 5)
+    expected = torch.roll(latent["samples"], (dy, dx), (-2, -1))
+    interior = (..., slice(6, -6), slice(6, -6))  # away from the borders and the uncovered band
+    error = (output - expected)[interior].abs().mean().item()
+    unshifted_difference = (latent["samples"] - expected)[interior].abs().mean().item()
+    assert error < 0.25 * unshifted_difference, (error, unshifted_difference)
+
+
+def masked_mean_colours(latent_format, latent, factors, bias, mask):
+    rgb = preview_rgb(latent_format.process_in(latent), factors, bias)[0]
+    inside = (rgb * mask).sum(dim=(-2, -1)) / mask.sum()
+    outside = (rgb * (1 - mask)).sum(dim=(-2, -1)) / (1 - mask).sum()
+    return inside, outside
+
+
+@pytest.mark.parametrize("family", list(tiny_models.FAMILIES))
+def test_colour_moves_the_masked_region_towards_the_colour(family):
+    tiny = tiny_models.FAMILIES[family](seed=0)
+    latent = tiny_models.latent(tiny, height=16, width=16, seed=3)
+    positive, negative = tiny.conditioning(1), tiny.conditioning(2)
+    maps = pipeline.invert(tiny.patcher, positive, negative, latent, 20, 3.5, "ddim_uniform", 1.0, seed=0)
+    mask = torch.zeros(1, 16, 16)
+    mask[:, :, :8] = 1.0
+    blue = (0.0, 0.0, 1.0)
+    coloured = colour_noise_maps(maps, blue, 1.0, mask)
+    output = pipeline.regenerate(tiny.patcher, positive, negative, coloured, 3.5, 0)
+
+    latent_format = tiny.patcher.get_model_object("latent_format")
+    factors = torch.tensor(maps.latent_rgb_factors)
+    bias = None if maps.latent_rgb_bias is None else torch.tensor(maps.latent_rgb_bias)
+    inside_before, outside_before = masked_mean_colours(latent_format, latent["samples"], factors, bias, mask[0])
+    inside_after, outside_after = masked_mean_colours(latent_format, output, factors, bias, mask[0])
+    target = torch.tensor(blue) * 2 - 1
+    inside_change = (inside_after - inside_before).norm().item()
+    outside_change = (outside_after - outside_before).norm().item()
+    assert (inside_after - target).norm() < 0.95 * (inside_before - target).norm()
+    assert outside_change < 0.5 * inside_change, (inside_change, outside_change)
+    if family == "eps":  # a denoiser that carries offsets through: strength 1 goes most of the way
+        assert (inside_after - target).norm() < 0.25 * (inside_before - target).norm()
+        assert outside_change < 0.1 * inside_change
+
+
+def test_colour_only_touches_the_chosen_steps_and_never_the_input():
+    tiny = tiny_models.sd15_eps(seed=0)
+    maps = pipeline.invert(tiny.patcher, tiny.conditioning(1), tiny.conditioning(2), tiny_models.latent(tiny), 10, 3.5, "ddim_uniform", 1.0, 0)
+    original = maps.maps.clone()
+    coloured = colour_noise_maps(maps, (1.0, 0.0, 0.0), 2.0, None, start_percent=0.3, end_percent=0.6)
+    changed = [i for i in range(maps.steps) if not torch.equal(coloured.maps[i], original[i])]
+    assert changed == [3, 4, 5]
+    assert torch.equal(maps.maps, original)
