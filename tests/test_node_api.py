@@ -1,0 +1,151 @@
+"""The nodes' public API (IDs, inputs, defaults), their ComfyUI conventions, progress, previews and interrupt."""
+
+import asyncio
+
+import comfy.cli_args
+import comfy.model_management
+import comfy.utils
+import pytest
+import tiny_models
+import torch
+from comfy_api.latest import io
+from edit_friendly_ddpm.nodes import comfy_nodes
+
+# Public API: renaming any of these breaks users' saved workflows.
+PUBLIC_INPUTS = {
+    "EditFriendlyDDPMInversion": {
+        "model": None, "positive": None, "negative": None, "latent_image": None,
+        "steps": 100, "cfg": 3.5, "scheduler": "ddim_uniform", "eta": 1.0, "seed": 0,
+    },
+    "EditFriendlySampler": {"model": None, "positive": None, "negative": None, "noise_maps": None, "cfg": 15.0, "skip": 36},
+    "EditFriendlyNoiseMapTransform": {
+        "noise_maps": None, "dx": 0, "dy": 0, "fill": "noise", "fill_seed": 0, "color": "#ff0000",
+        "color_strength": 0.0, "start_percent": 0.0, "end_percent": 1.0, "mask": None,
+    },
+}
+DISPLAY_NAMES = {
+    "EditFriendlyDDPMInversion": "Edit-Friendly DDPM Inversion",
+    "EditFriendlySampler": "Edit-Friendly Sampler",
+    "EditFriendlyNoiseMapTransform": "Noise Map Transform",
+}
+
+
+def node_info(node):
+    return node.GET_NODE_INFO_V1()
+
+
+def test_entrypoint_lists_the_three_nodes():
+    extension = asyncio.run(comfy_nodes.comfy_entrypoint())
+    nodes = asyncio.run(extension.get_node_list())
+    assert {node.GET_SCHEMA().node_id: node.GET_SCHEMA().display_name for node in nodes} == DISPLAY_NAMES
+
+
+@pytest.mark.parametrize("node", comfy_nodes.NODES, ids=lambda node: node.__name__)
+def test_public_inputs_and_defaults_are_pinned(node):
+    info = node_info(node)
+    inputs = {**info["input"]["required"], **info["input"].get("optional", {})}
+    assert list(inputs) == list(PUBLIC_INPUTS[info["name"]])
+    for name, default in PUBLIC_INPUTS[info["name"]].items():
+        assert inputs[name][1].get("default") == default, name
+
+
+@pytest.mark.parametrize("node", comfy_nodes.NODES, ids=lambda node: node.__name__)
+def test_every_input_and_output_has_a_tooltip_and_the_node_a_description(node):
+    info = node_info(node)
+    assert len(info["description"]) > 40
+    assert info["category"].split("/")[0] == "edit_friendly_ddpm"
+    inputs = {**info["input"]["required"], **info["input"].get("optional", {})}
+    for name, (_, options) in inputs.items():
+        assert len(options.get("tooltip", "")) > 15, name
+    assert len(info["output_tooltips"]) == len(info["output"]) and all(len(t) > 15 for t in info["output_tooltips"])
+
+
+def test_noise_maps_socket_is_the_custom_type():
+    assert node_info(comfy_nodes.EditFriendlyDDPMInversion)["output"] == ["EF_NOISE_MAPS"]
+    assert node_info(comfy_nodes.EditFriendlySampler)["input"]["required"]["noise_maps"][0] == "EF_NOISE_MAPS"
+    assert node_info(comfy_nodes.EditFriendlyNoiseMapTransform)["output"] == ["EF_NOISE_MAPS"]
+
+
+def test_scheduler_choices_are_comfyuis():
+    import comfy.samplers
+
+    kind, options = node_info(comfy_nodes.EditFriendlyDDPMInversion)["input"]["required"]["scheduler"]
+    assert kind == "COMBO" and options["options"] == comfy.samplers.SCHEDULER_NAMES
+
+
+@pytest.fixture
+def progress_hook():
+    calls = []
+
+    def hook(value, total, preview, prompt_id=None, node_id=None):
+        calls.append((value, total, preview))
+
+    comfy.utils.set_progress_bar_global_hook(hook)
+    yield calls
+    comfy.utils.set_progress_bar_global_hook(None)
+
+
+def test_nodes_reconstruct_and_report_progress_with_previews(progress_hook, monkeypatch):
+    monkeypatch.setattr(comfy.cli_args.args, "preview_method", comfy.cli_args.LatentPreviewMethod.Latent2RGB)
+    tiny = tiny_models.sd15_eps(seed=0)
+    latent = tiny_models.latent(tiny, batch=2, height=8, width=8)
+    positive, negative = tiny.conditioning(1), tiny.conditioning(2)
+    (maps,) = comfy_nodes.EditFriendlyDDPMInversion.execute(tiny.patcher, positive, negative, latent, 12, 4.0, "ddim_uniform", 1.0, 7).result
+    steps = maps.steps  # ComfyUI's ddim_uniform gives 13 steps for 12 on a 1000-step table
+    assert [(value, total) for value, total, _ in progress_hook] == [(i, steps) for i in range(1, steps + 1)]
+    assert all(preview is not None for _, _, preview in progress_hook)
+    progress_hook.clear()
+    (output,) = comfy_nodes.EditFriendlySampler.execute(tiny.patcher, positive, negative, maps, 4.0, 5).result
+    assert [(value, total) for value, total, _ in progress_hook] == [(i, steps - 5) for i in range(1, steps - 4)]
+    assert set(output) == {"samples"}
+    assert (output["samples"] - latent["samples"]).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("stage", ["inversion", "sampler"])
+def test_interrupt_stops_the_loop_within_a_step(stage, progress_hook):
+    tiny = tiny_models.sd15_eps(seed=0)
+    latent = tiny_models.latent(tiny)
+    positive, negative = tiny.conditioning(1), tiny.conditioning(2)
+    maps = None
+    if stage == "sampler":
+        maps = comfy_nodes.EditFriendlyDDPMInversion.execute(tiny.patcher, positive, negative, latent, 40, 3.5, "ddim_uniform", 1.0, 0).result[0]
+    progress_hook.clear()
+
+    def interrupt_at_step_3(value, total, preview, prompt_id=None, node_id=None):
+        progress_hook.append(value)
+        if value == 3:
+            comfy.model_management.interrupt_current_processing(True)
+
+    comfy.utils.set_progress_bar_global_hook(interrupt_at_step_3)
+    try:
+        with pytest.raises(comfy.model_management.InterruptProcessingException):
+            if stage == "inversion":
+                comfy_nodes.EditFriendlyDDPMInversion.execute(tiny.patcher, positive, negative, latent, 40, 3.5, "ddim_uniform", 1.0, 0)
+            else:
+                comfy_nodes.EditFriendlySampler.execute(tiny.patcher, positive, negative, maps, 3.5, 0)
+    finally:
+        comfy.model_management.interrupt_current_processing(False)
+    assert max(progress_hook) <= 4
+
+
+def test_transform_node_returns_new_maps_and_keeps_the_input():
+    tiny = tiny_models.sd15_eps(seed=0)
+    maps = comfy_nodes.EditFriendlyDDPMInversion.execute(
+        tiny.patcher, tiny.conditioning(1), tiny.conditioning(2), tiny_models.latent(tiny), 6, 3.5, "ddim_uniform", 1.0, 0
+    ).result[0]
+    before = maps.maps.clone()
+    (shifted,) = comfy_nodes.EditFriendlyNoiseMapTransform.execute(maps, 2, 1, "wrap", 0, "#00ff00", 0.5, 0.0, 1.0, None).result
+    assert shifted is not maps and torch.equal(maps.maps, before)
+    assert torch.equal(shifted.maps[0], torch.roll(colour_only(maps).maps[0], (1, 2), (-2, -1)))
+
+
+def colour_only(maps):
+    (coloured,) = comfy_nodes.EditFriendlyNoiseMapTransform.execute(maps, 0, 0, "wrap", 0, "#00ff00", 0.5, 0.0, 1.0, None).result
+    return coloured
+
+
+def test_sockets_declare_the_type_once():
+    from edit_friendly_ddpm.nodes import sockets
+
+    assert sockets.NoiseMapsSocket.io_type == "EF_NOISE_MAPS"
+    assert issubclass(sockets.NoiseMapsSocket, io.ComfyTypeIO)
