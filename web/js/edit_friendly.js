@@ -48,12 +48,16 @@ function pinTypeColour(table, type, colour) {
 
 // The Vue node view colours a slot with var(--color-datatype-<TYPE>); palette loads set or remove
 // that variable inline on <body>, which overrides this rule only when the palette names a colour.
-function addSlotColourRule(type, colour) {
+// The node preview beside the search box draws slot dots with a class named after the type.
+function addSlotColourRules(type, colour) {
   const id = "edit-friendly-ddpm-socket-colours";
   if (document.getElementById(id)) return;
   const style = document.createElement("style");
   style.id = id;
-  style.textContent = `:root, body { --color-datatype-${type}: ${colour}; }`;
+  style.textContent = [
+    `:root, body { --color-datatype-${type}: ${colour}; }`,
+    `._sb_dot.${type} { background-color: var(--color-datatype-${type}, ${colour}); }`,
+  ].join("\n");
   document.head.appendChild(style);
 }
 
@@ -61,7 +65,7 @@ function applySocketColour() {
   const LGraphCanvas = window.LGraphCanvas ?? window.comfyAPI?.litegraph?.LGraphCanvas;
   pinTypeColour(LGraphCanvas?.link_type_colors, NOISE_MAPS_TYPE, NOISE_MAPS_COLOR);
   pinTypeColour(app.canvas?.default_connection_color_byType, NOISE_MAPS_TYPE, NOISE_MAPS_COLOR);
-  addSlotColourRule(NOISE_MAPS_TYPE, NOISE_MAPS_COLOR);
+  addSlotColourRules(NOISE_MAPS_TYPE, NOISE_MAPS_COLOR);
   app.canvas?.setDirty?.(true, true);
 }
 
@@ -116,9 +120,10 @@ export function updateSkipLimit(node) {
   node.efSkipState = state;
 
   skip.options = skip.options ?? {};
+  if (!("efOriginalLabel" in node)) node.efOriginalLabel = skip.label;
   if (steps == null) {
     skip.options.max = SKIP_DEFAULT_MAX;
-    delete skip.label;
+    skip.label = node.efOriginalLabel;
   } else {
     skip.options.max = Math.max(0, steps - 1);
     skip.label = skip.value >= steps ? `skip (must be < ${steps}!)` : `skip (of ${steps} steps)`;

@@ -1,0 +1,405 @@
+"""The pack in ComfyUI's real frontend (comfyui-frontend-package), driven in headless Chromium.
+
+One browser page on the `comfy_server` server is shared by the tests of this module, in order:
+the page loads with our extension and no errors from it; the node search finds the three nodes;
+EF_NOISE_MAPS sockets and links are drawn in the pack's colour (read back from the canvas pixels),
+also after a colour palette change; the sampler's skip widget follows the connected inversion's
+steps; an example workflow of the pack opens from the templates dialog and, run with the tiny
+checkpoint, saves an image. A screenshot of that workflow goes to the test's temporary folder and,
+with EF_UPDATE_SCREENSHOT=1, to docs/screenshot-edit-workflow.png.
+
+Chromium comes from Debian's `chromium` package (scripts/setup.sh installs it) and is driven by
+Playwright without Playwright's own browser downloads. Without it the tests skip, except under CI
+(CI=true), where they fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import urllib.request
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SCREENSHOT = ROOT / "docs" / "screenshot-edit-workflow.png"
+TINY_CHECKPOINT = "tiny-sd15.safetensors"
+PACK_FOLDER = "edit-friendly-ddpm"
+# What identifies a console message or page error as coming from our extension.
+OUR_MARKERS = ("edit_friendly.js", "/extensions/edit-friendly-ddpm/", "editFriendlyDDPM")
+EXTENSIONS = ("editFriendlyDDPM.socketColour", "editFriendlyDDPM.skipLimit")
+NOISE_MAPS_COLOUR = (0x2E, 0xC4, 0xB6)  # NOISE_MAPS_COLOR in web/js/edit_friendly.js
+NODES = {
+    "EditFriendlyDDPMInversion": "Edit-Friendly DDPM Inversion",
+    "EditFriendlySampler": "Edit-Friendly Sampler",
+    "EditFriendlyNoiseMapTransform": "Noise Map Transform",
+}
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+]
+TIMEOUT_MS = 20_000
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _unavailable(reason: str):
+    if _in_ci():
+        pytest.fail(f"{reason} The browser tests cannot run; scripts/setup.sh should have installed it.", pytrace=False)
+    pytest.skip(reason)
+
+
+def chromium_path() -> str | None:
+    for candidate in (os.environ.get("EF_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser")):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def is_ours(text: str) -> bool:
+    return any(marker in text for marker in OUR_MARKERS)
+
+
+class BrowserLog:
+    """Console messages, page errors and failed requests of one page."""
+
+    def __init__(self):
+        self.console: list[str] = []
+        self.page_errors: list[str] = []
+        self.failed: list[str] = []
+        self.our_scripts: list[tuple[int, str]] = []
+
+    def attach(self, page):
+        page.on("console", self._on_console)
+        page.on("pageerror", lambda error: self.page_errors.append(f"{error}\n{getattr(error, 'stack', '') or ''}"))
+        page.on("requestfailed", lambda request: self.failed.append(request.url))
+        page.on("response", self._on_response)
+
+    def _on_response(self, response):
+        if response.status >= 400:
+            self.failed.append(f"{response.status} {response.url}")
+        if is_ours(response.url):
+            self.our_scripts.append((response.status, response.url))
+
+    def _on_console(self, message):
+        if message.type in ("error", "warning"):
+            location = message.location or {}
+            self.console.append(f"[{message.type}] {message.text} ({location.get('url', '')}:{location.get('lineNumber', '')})")
+
+    def ours(self) -> list[str]:
+        """Errors and warnings that name our extension, its script or come from it."""
+        return [entry for entry in self.console + self.page_errors + self.failed if is_ours(entry)]
+
+
+@pytest.fixture(scope="module")
+def server(request):
+    return request.getfixturevalue("comfy_server")
+
+
+@pytest.fixture(scope="module")
+def browser_context(tmp_path_factory):
+    executable = chromium_path()
+    if executable is None:
+        _unavailable("Chromium is not installed (apt-get install chromium, or set EF_CHROMIUM).")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("Playwright for Python is not installed (pip install -r requirements-dev.txt).")
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(profile), executable_path=executable, headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": 1600, "height": 900}, device_scale_factor=1,
+        )
+        context.set_default_timeout(TIMEOUT_MS)
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser_context, server):
+    page = browser_context.pages[0] if browser_context.pages else browser_context.new_page()
+    log = BrowserLog()
+    log.attach(page)
+    page.log = log
+    # A new user gets the templates dialog on the first visit; this server's user has seen it.
+    _post_json(f"{server.url}/settings/Comfy.TutorialCompleted", True)
+    page.goto(server.url)
+    # The app is up once the node definitions, ours included, are registered with the canvas.
+    page.wait_for_function(
+        "() => window.app?.canvas && window.LiteGraph?.registered_node_types?.EditFriendlySampler",
+        timeout=TIMEOUT_MS,
+    )
+    page.wait_for_load_state("networkidle")
+    _close_banners(page)
+    yield page
+
+
+def _post_json(url, value):
+    request = urllib.request.Request(url, data=json.dumps(value).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        response.read()
+
+
+def _close_banners(page):
+    """Closes the frontend's announcement banner, which would cover the top of the screenshot."""
+    page.evaluate(
+        """() => {
+            for (const span of document.querySelectorAll('span')) {
+                if (!span.textContent.startsWith('Introducing Nodes 2.0')) continue;
+                const bar = span.closest('div.w-full');
+                bar?.querySelector('button:has(i[class*="lucide--x"])')?.click();
+            }
+        }"""
+    )
+
+
+def _clear_graph(page):
+    page.evaluate("() => { app.graph.clear(); app.canvas.ds.offset = [0, 0]; app.canvas.ds.scale = 1; app.canvas.setDirty(true, true); }")
+
+
+def test_page_loads_our_extension_without_errors(page):
+    names = page.evaluate("() => app.extensions.map((extension) => extension.name)")
+    for name in EXTENSIONS:
+        assert name in names, f"extension {name} not registered; loaded: {[n for n in names if 'edit' in n.lower()]}"
+    fetched = [url for status, url in page.log.our_scripts if status == 200]
+    assert any(url.endswith(f"/extensions/{PACK_FOLDER}/js/edit_friendly.js") for url in fetched), page.log.our_scripts
+    assert page.log.ours() == [], "\n".join(page.log.ours())
+
+
+@pytest.mark.parametrize("node_type", list(NODES))
+def test_node_search_finds_node(page, node_type):
+    display_name = NODES[node_type]
+    _clear_graph(page)
+    box = page.locator("#graph-canvas").bounding_box()
+    page.mouse.dblclick(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.6)
+    search = page.get_by_placeholder("Search Nodes...")
+    search.wait_for(state="visible")
+    search.fill(display_name)
+    option = page.locator('li[role="option"]').filter(has_text=display_name).first
+    option.wait_for(state="visible")
+    # Choosing the result adds the node: the search found ours, not a look-alike.
+    option.click()
+    page.wait_for_function("(type) => app.graph.nodes.some((node) => node.type === type)", arg=node_type)
+    assert page.evaluate("() => app.graph.nodes.length") == 1
+
+
+def _pixel(page, x, y):
+    """The canvas pixel at canvas-space (x, y), after a full redraw."""
+    return tuple(page.evaluate(
+        """([x, y]) => {
+            app.canvas.draw(true, true);
+            const [cx, cy] = app.canvas.ds.convertOffsetToCanvas([x, y]);
+            const ratio = app.canvas.canvas.width / app.canvas.canvas.clientWidth;
+            const data = app.canvas.canvas.getContext('2d').getImageData(Math.round(cx * ratio), Math.round(cy * ratio), 1, 1).data;
+            return [data[0], data[1], data[2]];
+        }""",
+        [x, y],
+    ))
+
+
+def _close_to(pixel, colour, tolerance=12):
+    return all(abs(a - b) <= tolerance for a, b in zip(pixel, colour))
+
+
+def _build_chain(page):
+    """Adds inversion -> sampler on one row and returns the canvas positions of the link's ends."""
+    _clear_graph(page)
+    return page.evaluate(
+        """() => {
+            const inversion = LiteGraph.createNode('EditFriendlyDDPMInversion');
+            inversion.pos = [60, 120];
+            app.graph.add(inversion);
+            const sampler = LiteGraph.createNode('EditFriendlySampler');
+            app.graph.add(sampler);
+            const input = sampler.inputs.findIndex((slot) => slot.name === 'noise_maps');
+            // Put the sampler's noise_maps input level with the inversion's output: a straight link.
+            const out = inversion.getConnectionPos(false, 0);
+            sampler.pos = [620, 120];
+            const inPos = sampler.getConnectionPos(true, input);
+            sampler.pos = [620, 120 + out[1] - inPos[1]];
+            inversion.connect(0, sampler, input);
+            window.efTest = { inversion, sampler };
+            return { output: inversion.getConnectionPos(false, 0), input: sampler.getConnectionPos(true, input),
+                     type: inversion.outputs[0].type };
+        }"""
+    )
+
+
+def test_noise_maps_socket_and_link_colour(page):
+    ends = _build_chain(page)
+    assert ends["type"] == "EF_NOISE_MAPS"
+    output, target = ends["output"], ends["input"]
+    middle = ((output[0] + target[0]) / 2, output[1])
+    for palette in ("dark", "light"):
+        # A palette change resets the colours of all data types; ours must come back.
+        page.evaluate("(id) => app.extensionManager.setting.set('Comfy.ColorPalette', id)", palette)
+        page.wait_for_timeout(200)
+        tables = page.evaluate(
+            "() => [LGraphCanvas.link_type_colors.EF_NOISE_MAPS, app.canvas.default_connection_color_byType.EF_NOISE_MAPS,"
+            " getComputedStyle(document.body).getPropertyValue('--color-datatype-EF_NOISE_MAPS').trim()]"
+        )
+        expected = "#%02X%02X%02X" % NOISE_MAPS_COLOUR
+        assert [value.upper() for value in tables] == [expected] * 3, (palette, tables)
+        slot = _pixel(page, *output)
+        link = _pixel(page, *middle)
+        assert _close_to(slot, NOISE_MAPS_COLOUR), f"{palette}: output slot drawn in {slot}"
+        assert _close_to(link, NOISE_MAPS_COLOUR), f"{palette}: link drawn in {link}"
+    page.evaluate("() => app.extensionManager.setting.set('Comfy.ColorPalette', 'dark')")
+
+
+def _skip_state(page):
+    return page.evaluate(
+        """() => { const skip = efTest.sampler.widgets.find((w) => w.name === 'skip');
+                   return { label: skip.label ?? skip.name, max: skip.options.max }; }"""
+    )
+
+
+def _settle(page):
+    # Updates run on the next animation frame.
+    page.evaluate("() => new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)))")
+
+
+def test_skip_limit_follows_connected_inversion(page):
+    _build_chain(page)
+    _settle(page)
+    state = _skip_state(page)
+    assert state["max"] == 99 and "100" in state["label"], state
+
+    page.evaluate("() => { const w = efTest.inversion.widgets.find((w) => w.name === 'steps'); w.value = 20; w.callback?.(20); }")
+    _settle(page)
+    state = _skip_state(page)
+    assert state["max"] == 19 and "< 20" in state["label"], state  # the default skip 36 is too large now
+
+    # A transform in between passes the steps on.
+    page.evaluate(
+        """() => {
+            const transform = LiteGraph.createNode('EditFriendlyNoiseMapTransform');
+            transform.pos = [340, 500];
+            app.graph.add(transform);
+            const input = efTest.sampler.inputs.findIndex((slot) => slot.name === 'noise_maps');
+            efTest.inversion.connect(0, transform, 0);
+            transform.connect(0, efTest.sampler, input);
+            efTest.transform = transform;
+        }"""
+    )
+    _settle(page)
+    assert _skip_state(page)["max"] == 19
+
+    # Disconnected, removed or half-built graphs fall back to the widget's own limit, without errors.
+    page.evaluate("() => efTest.transform.disconnectInput(0)")
+    _settle(page)
+    state = _skip_state(page)
+    assert state["max"] == 999 and state["label"] == "skip", state
+    page.evaluate("() => { app.graph.remove(efTest.inversion); app.graph.remove(efTest.transform); }")
+    _settle(page)
+    page.evaluate("() => { app.graph.remove(efTest.sampler); app.canvas.draw(true, true); }")
+    assert page.log.ours() == [], "\n".join(page.log.ours())
+
+
+def _pack_templates(server) -> list[str]:
+    templates = server.get("/workflow_templates")
+    return templates.get(PACK_FOLDER, [])
+
+
+def _pick_edit_template(server, names: list[str]) -> str:
+    """The example workflow that edits an image: an inversion feeding a sampler and an image saved."""
+    folder = ROOT / "example_workflows"
+    candidates = []
+    for name in names:
+        try:
+            workflow = json.loads((folder / f"{name}.json").read_text())
+        except (OSError, ValueError):
+            continue
+        types = {node.get("type") for node in workflow.get("nodes", [])}
+        if {"EditFriendlyDDPMInversion", "EditFriendlySampler", "SaveImage", "LoadImage"} <= types:
+            candidates.append(name)
+    if not candidates:
+        pytest.fail(f"no example workflow with inversion, sampler, LoadImage and SaveImage among {names}")
+    # Prefer the plain text-guided edit: the fewest nodes.
+    return min(candidates, key=lambda name: (len(json.loads((folder / f"{name}.json").read_text())["nodes"]), name))
+
+
+def _ensure_input_images(page, server):
+    """Writes a small picture for every image a LoadImage node of the graph asks for and the server lacks."""
+    from PIL import Image
+
+    names = page.evaluate(
+        "() => app.graph.nodes.filter((node) => node.type === 'LoadImage').map((node) => node.widgets[0].value)"
+    )
+    for name in names:
+        path = pathlib.Path(server.input_dir) / name
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            gradient = Image.linear_gradient("L").resize((64, 64))
+            Image.merge("RGB", (gradient, gradient.rotate(90), gradient.rotate(180))).save(path)
+    return names
+
+
+def test_example_workflow_opens_from_templates_and_runs(page, server, tmp_path):
+    names = _pack_templates(server)
+    assert names, f"the server lists no example workflows for {PACK_FOLDER}: {server.get('/workflow_templates')}"
+    name = _pick_edit_template(server, names)
+
+    _clear_graph(page)
+    page.evaluate("() => app.extensionManager.command.execute('Comfy.BrowseTemplates')")
+    dialog = page.locator(".p-dialog")
+    dialog.get_by_text(PACK_FOLDER, exact=True).first.click()
+    card = dialog.locator(f'[data-testid="template-workflow-{name}"]')
+    card.click()
+    dialog.wait_for(state="hidden")
+    page.wait_for_function("() => app.graph.nodes.some((node) => node.type === 'EditFriendlySampler')")
+
+    # The examples name the usual SD1.5 checkpoint; the test server has the tiny one. Few steps for speed.
+    page.evaluate(
+        """(checkpoint) => {
+            for (const node of app.graph.nodes) {
+                const widget = (name) => node.widgets?.find((w) => w.name === name);
+                if (node.type === 'CheckpointLoaderSimple') widget('ckpt_name').value = checkpoint;
+                if (node.type === 'EditFriendlyDDPMInversion') {
+                    widget('steps').value = 4;
+                    widget('steps').callback?.(4);
+                }
+                if (node.type === 'EditFriendlySampler') widget('skip').value = 1;
+            }
+            app.canvas.setDirty(true, true);
+        }""",
+        TINY_CHECKPOINT,
+    )
+    _ensure_input_images(page, server)
+    before = set(pathlib.Path(server.output_dir).rglob("*.png"))
+
+    with page.expect_response(lambda response: response.url.endswith("/api/prompt") and response.request.method == "POST") as answer:
+        page.locator('[data-testid="queue-button"]').click()
+    response = answer.value
+    body = response.json()
+    assert response.status == 200, f"the server refused the workflow: {json.dumps(body, indent=1)[:3000]}"
+    entry = server.wait(body["prompt_id"], timeout=120)
+    status = entry.get("status", {})
+    assert status.get("status_str") == "success", json.dumps(status, indent=1)[:3000]
+    saved = [image for output in entry.get("outputs", {}).values() for image in output.get("images", []) if image.get("type") == "output"]
+    assert saved, f"the workflow saved no image: {entry.get('outputs')}"
+    new_files = set(pathlib.Path(server.output_dir).rglob("*.png")) - before
+    assert new_files, "no new PNG in the output folder"
+
+    # The saved image shows up on the Save Image node; then the whole workflow goes into a screenshot.
+    page.wait_for_function(
+        "() => app.graph.nodes.some((node) => node.type === 'SaveImage' && node.imgs?.length && node.imgs[0].complete)",
+        timeout=30_000,
+    )
+    page.evaluate("() => { app.canvas.deselectAll(); return app.extensionManager.command.execute('Comfy.Canvas.FitView'); }")
+    page.wait_for_timeout(1000)
+    shot = tmp_path / SCREENSHOT.name
+    page.screenshot(path=str(shot))
+    print(f"screenshot: {shot}")
+    if os.environ.get("EF_UPDATE_SCREENSHOT") == "1":
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shot, SCREENSHOT)
+    assert page.log.ours() == [], "\n".join(page.log.ours())
