@@ -209,6 +209,47 @@ class ComfyServer:
     def run(self, api_prompt: dict, timeout: float = 120) -> dict:
         return self.wait(self.queue(api_prompt), timeout)
 
+    def run_watching(self, api_prompt: dict, timeout: float = 120) -> tuple[dict, list[dict]]:
+        """Runs a prompt while listening on /ws; returns (history entry, the websocket messages of that prompt).
+
+        The messages show which nodes ran ("executing"), which were cached and each node's progress.
+        """
+        import asyncio
+        import uuid
+
+        import aiohttp  # a ComfyUI requirement, so present in its environment
+
+        client_id = uuid.uuid4().hex
+
+        async def watch():
+            messages = []
+            async with aiohttp.ClientSession() as session:
+                async with session.ws_connect(f"{self.url}/ws?clientId={client_id}") as ws:
+                    prompt_id = await asyncio.to_thread(self.queue, api_prompt, client_id)
+                    deadline = time.monotonic() + timeout
+                    while time.monotonic() < deadline:
+                        try:
+                            message = await ws.receive(timeout=max(0.1, deadline - time.monotonic()))
+                        except asyncio.TimeoutError:
+                            break
+                        if message.type != aiohttp.WSMsgType.TEXT:
+                            if message.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+                                break
+                            continue  # binary previews
+                        data = json.loads(message.data)
+                        if data.get("data", {}).get("prompt_id") not in (None, prompt_id):
+                            continue
+                        messages.append(data)
+                        kind, body = data.get("type"), data.get("data", {})
+                        if kind in ("execution_success", "execution_error", "execution_interrupted"):
+                            break
+                        if kind == "executing" and body.get("node") is None and body.get("prompt_id") == prompt_id:
+                            break
+            return prompt_id, messages
+
+        prompt_id, messages = asyncio.run(watch())
+        return self.wait(prompt_id, timeout), messages
+
     def interrupt(self, prompt_id: str | None = None) -> None:
         self.post("/interrupt", {"prompt_id": prompt_id} if prompt_id else {})
 

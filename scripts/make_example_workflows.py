@@ -1,0 +1,272 @@
+#!/usr/bin/env python
+"""Writes the pack's example workflows (ComfyUI's UI format, as the frontend saves them) into
+example_workflows/. ComfyUI serves that folder as templates under Workflow > Browse Templates.
+
+The workflows are generated so that their links, slots and node order stay consistent; edit this
+file and run it again (`python scripts/make_example_workflows.py`) rather than editing the JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+import uuid
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+OUT = ROOT / "example_workflows"
+CHECKPOINT = "v1-5-pruned-emaonly.safetensors"
+IMAGE = "chelsea-cat.png"
+SOURCE_PROMPT = "a close-up photo of a tabby cat"
+NEGATIVE_PROMPT = ""
+STEPS, SOURCE_CFG, TARGET_CFG, SKIP = 100, 3.5, 15.0, 36
+
+# Socket layout (inputs, outputs) of the nodes the examples use, as ComfyUI 0.3.75 declares them.
+SOCKETS = {
+    "CheckpointLoaderSimple": ([], [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")]),
+    "LoadImage": ([], [("IMAGE", "IMAGE"), ("MASK", "MASK")]),
+    "CLIPTextEncode": ([("clip", "CLIP")], [("CONDITIONING", "CONDITIONING")]),
+    "VAEEncode": ([("pixels", "IMAGE"), ("vae", "VAE")], [("LATENT", "LATENT")]),
+    "VAEDecode": ([("samples", "LATENT"), ("vae", "VAE")], [("IMAGE", "IMAGE")]),
+    "EditFriendlyDDPMInversion": (
+        [("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("latent_image", "LATENT")],
+        [("noise_maps", "EF_NOISE_MAPS")],
+    ),
+    "EditFriendlySampler": (
+        [("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("noise_maps", "EF_NOISE_MAPS")],
+        [("LATENT", "LATENT")],
+    ),
+    "EditFriendlyNoiseMapTransform": ([("noise_maps", "EF_NOISE_MAPS"), ("mask", "MASK", True)], [("noise_maps", "EF_NOISE_MAPS")]),
+    "ImageStitch": ([("image1", "IMAGE"), ("image2", "IMAGE", True)], [("IMAGE", "IMAGE")]),
+    "ImageBlend": ([("image1", "IMAGE"), ("image2", "IMAGE")], [("IMAGE", "IMAGE")]),
+    "SaveImage": ([("images", "IMAGE")], []),
+    "SolidMask": ([], [("MASK", "MASK")]),
+    "MaskComposite": ([("destination", "MASK"), ("source", "MASK")], [("MASK", "MASK")]),
+    "MarkdownNote": ([], []),
+}
+COLUMN, ROW = 380, 60
+
+
+class Workflow:
+    def __init__(self, name: str):
+        self.name = name
+        self.nodes: list[dict] = []
+        self.links: list[list] = []
+        self.groups: list[dict] = []
+
+    def node(self, kind, widgets=(), col=0, row=0, title=None, size=(320, 120), **inputs) -> int:
+        node_id = len(self.nodes) + 1
+        socket_inputs, socket_outputs = SOCKETS[kind]
+        node = {
+            "id": node_id,
+            "type": kind,
+            "pos": [col * COLUMN, row * ROW],
+            "size": list(size),
+            "flags": {},
+            "order": 0,
+            "mode": 0,
+            "inputs": [],
+            "outputs": [{"name": name, "type": kind_, "links": [], "slot_index": i} for i, (name, kind_) in enumerate(socket_outputs)],
+            "properties": {"Node name for S&R": kind} if kind != "MarkdownNote" else {},
+            "widgets_values": list(widgets),
+        }
+        if title:
+            node["title"] = title
+        if kind.startswith("EditFriendly"):
+            node["properties"]["cnr_id"] = "edit-friendly-ddpm"
+        elif kind != "MarkdownNote":
+            node["properties"]["cnr_id"] = "comfy-core"
+        self.nodes.append(node)
+        for socket in socket_inputs:
+            name, kind_ = socket[:2]
+            entry = {"name": name, "type": kind_, "link": None}
+            if len(socket) > 2:
+                entry["shape"] = 7  # how the frontend marks an optional input
+            node["inputs"].append(entry)
+            if name in inputs:
+                origin, slot = inputs.pop(name)
+                self.connect(origin, slot, node_id, name)
+        if inputs:
+            raise KeyError(f"{kind} has no inputs {sorted(inputs)}")
+        return node_id
+
+    def connect(self, origin: int, slot: int, target: int, name: str) -> None:
+        link_id = len(self.links) + 1
+        source, sink = self.nodes[origin - 1], self.nodes[target - 1]
+        index = next(i for i, s in enumerate(sink["inputs"]) if s["name"] == name)
+        kind = source["outputs"][slot]["type"]
+        if kind != sink["inputs"][index]["type"]:
+            raise TypeError(f"{source['type']}[{slot}] is {kind}, {sink['type']}.{name} takes {sink['inputs'][index]['type']}")
+        sink["inputs"][index]["link"] = link_id
+        source["outputs"][slot]["links"].append(link_id)
+        self.links.append([link_id, origin, slot, target, index, kind])
+
+    def note(self, text, col, row, title="Note", size=(420, 220)) -> int:
+        node_id = self.node("MarkdownNote", [text], col=col, row=row, title=title, size=size)
+        self.nodes[node_id - 1]["color"], self.nodes[node_id - 1]["bgcolor"] = "#432", "#653"
+        return node_id
+
+    def to_json(self) -> dict:
+        # The execution order the frontend stores: a topological order of the graph.
+        depth = {}
+
+        def level(node_id):
+            if node_id not in depth:
+                parents = [link[1] for link in self.links if link[3] == node_id]
+                depth[node_id] = 1 + max((level(p) for p in parents), default=-1)
+            return depth[node_id]
+
+        for order, node_id in enumerate(sorted((n["id"] for n in self.nodes), key=lambda i: (level(i), i))):
+            self.nodes[node_id - 1]["order"] = order
+        return {
+            "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"edit-friendly-ddpm/{self.name}")),
+            "revision": 0,
+            "last_node_id": len(self.nodes),
+            "last_link_id": len(self.links),
+            "nodes": self.nodes,
+            "links": self.links,
+            "groups": self.groups,
+            "config": {},
+            "extra": {"ds": {"scale": 0.8, "offset": [40, 40]}},
+            "version": 0.4,
+        }
+
+
+def _common(wf: Workflow, source_prompt=SOURCE_PROMPT):
+    """Checkpoint, image, encode, source prompt, negative prompt and inversion with paper defaults."""
+    ckpt = wf.node("CheckpointLoaderSimple", [CHECKPOINT], col=0, row=0, size=(320, 100))
+    image = wf.node("LoadImage", [IMAGE, "image"], col=0, row=3, size=(320, 360))
+    latent = wf.node("VAEEncode", col=1, row=9, pixels=(image, 0), vae=(ckpt, 2), size=(220, 50))
+    source = wf.node("CLIPTextEncode", [source_prompt], col=1, row=0, title="Source prompt (describes the input image)", clip=(ckpt, 1))
+    negative = wf.node("CLIPTextEncode", [NEGATIVE_PROMPT], col=1, row=4, title="Negative prompt", clip=(ckpt, 1))
+    inversion = wf.node(
+        "EditFriendlyDDPMInversion", [STEPS, SOURCE_CFG, "ddim_uniform", 1.0, 0, "fixed"], col=2, row=0, size=(320, 250),
+        model=(ckpt, 0), positive=(source, 0), negative=(negative, 0), latent_image=(latent, 0),
+    )
+    return ckpt, image, negative, inversion, source, latent
+
+
+PARAMETERS_NOTE = f"""## Edit-friendly DDPM inversion (paper defaults for Stable Diffusion 1.5)
+
+* **Inversion**: `steps` {STEPS}, `cfg` {SOURCE_CFG} (source CFG), `scheduler` ddim_uniform, `eta` 1.
+  The source prompt describes the input image.
+* **Sampler**: target `cfg` {TARGET_CFG:g} (useful range 7-18), `skip` {SKIP} of {STEPS} (useful range 0-40).
+  Larger skip keeps more of the input's layout and colours; smaller follows the target prompt more freely.
+* The same prompt and CFG with skip 0 give the input back exactly.
+* Put `{IMAGE}` (shipped in this pack's `example_workflows/`) into `ComfyUI/input/`, or load your own image
+  (512x512 suits SD1.5), and pick an SD1.5 checkpoint.
+"""
+
+
+def text_editing() -> Workflow:
+    wf = Workflow("text_guided_editing")
+    ckpt, image, negative, inversion, source, latent = _common(wf)
+    target = wf.node("CLIPTextEncode", ["a close-up photo of a tiger"], col=2, row=5, title="Target prompt (the image as you want it)", clip=(ckpt, 1))
+    sampler = wf.node("EditFriendlySampler", [TARGET_CFG, SKIP], col=3, row=0, size=(320, 150),
+                      model=(ckpt, 0), positive=(target, 0), negative=(negative, 0), noise_maps=(inversion, 0))
+    decode = wf.node("VAEDecode", col=3, row=4, samples=(sampler, 0), vae=(ckpt, 2), size=(220, 50))
+    stitch = wf.node("ImageStitch", ["right", True, 0, "white"], col=4, row=0, title="Input | edit", size=(320, 150), image1=(image, 0), image2=(decode, 0))
+    wf.node("SaveImage", ["edit_friendly/text_edit"], col=5, row=0, size=(400, 420), images=(stitch, 0))
+    wf.note(PARAMETERS_NOTE, col=3, row=6, title="Parameters", size=(460, 300))
+    return wf
+
+
+def reconstruction() -> Workflow:
+    wf = Workflow("exact_reconstruction")
+    ckpt, image, negative, inversion, source, latent = _common(wf)
+    sampler = wf.node("EditFriendlySampler", [SOURCE_CFG, 0], col=3, row=0, size=(320, 150), title="Edit-Friendly Sampler (same prompt and CFG, skip 0)",
+                      model=(ckpt, 0), positive=(source, 0), negative=(negative, 0), noise_maps=(inversion, 0))
+    recon = wf.node("VAEDecode", col=3, row=4, title="Decode reconstruction", samples=(sampler, 0), vae=(ckpt, 2), size=(220, 50))
+    original = wf.node("VAEDecode", col=3, row=6, title="Decode input latent", samples=(latent, 0), vae=(ckpt, 2), size=(220, 50))
+    difference = wf.node("ImageBlend", [1.0, "difference"], col=4, row=6, title="Difference (black = exact)", image1=(recon, 0), image2=(original, 0))
+    wf.node("SaveImage", ["edit_friendly/reconstruction"], col=4, row=0, size=(320, 300), images=(recon, 0))
+    wf.node("SaveImage", ["edit_friendly/decoded_input"], col=5, row=0, size=(320, 300), images=(original, 0))
+    wf.node("SaveImage", ["edit_friendly/difference"], col=5, row=6, size=(320, 300), images=(difference, 0))
+    wf.note(
+        "## Exact reconstruction\n\nThe sampler replays the noise maps with the **same prompt and CFG** as the inversion and "
+        "`skip` 0, so the latent comes back to float precision: the decoded reconstruction equals the decoded input "
+        "and the difference image is black. Any seed, step count or scheduler that ends at sigma 0 does this.",
+        col=2, row=7, title="What this shows", size=(360, 200),
+    )
+    return wf
+
+
+def multiple_edits() -> Workflow:
+    wf = Workflow("multiple_edits_one_inversion")
+    ckpt, image, negative, inversion, source, latent = _common(wf)
+    edits = [
+        ("a close-up photo of a tiger", TARGET_CFG, SKIP),
+        ("a close-up photo of a red fox", TARGET_CFG, SKIP),
+        ("a watercolor painting of a tabby cat", TARGET_CFG, 30),
+        ("a close-up photo of a tiger", TARGET_CFG, 20),
+    ]
+    previous = image
+    for index, (prompt, cfg, skip) in enumerate(edits):
+        row = index * 6
+        target = wf.node("CLIPTextEncode", [prompt], col=3, row=row, title=f"Target prompt {index + 1}", clip=(ckpt, 1))
+        sampler = wf.node("EditFriendlySampler", [cfg, skip], col=4, row=row, size=(320, 150), title=f"Edit {index + 1}: skip {skip}",
+                          model=(ckpt, 0), positive=(target, 0), negative=(negative, 0), noise_maps=(inversion, 0))
+        decode = wf.node("VAEDecode", col=5, row=row, samples=(sampler, 0), vae=(ckpt, 2), size=(220, 50))
+        previous = wf.node("ImageStitch", ["right", True, 0, "white"], col=6, row=row, size=(320, 150), image1=(previous, 0), image2=(decode, 0))
+    wf.node("SaveImage", ["edit_friendly/multiple_edits"], col=7, row=0, size=(600, 300), images=(previous, 0))
+    wf.note(
+        "## One inversion, many edits\n\nAll samplers share one **Edit-Friendly DDPM Inversion**, and ComfyUI runs it "
+        "once; each edit then costs `steps - skip` model calls. Change a target prompt, CFG or skip and queue again: "
+        "the inversion is cached and only the changed edit runs.\n\n" + PARAMETERS_NOTE,
+        col=2, row=7, title="What this shows", size=(360, 420),
+    )
+    return wf
+
+
+def noise_map_manipulations() -> Workflow:
+    wf = Workflow("noise_map_shift_and_colour")
+    ckpt, image, negative, inversion, source, latent = _common(wf)
+    shift = wf.node("EditFriendlyNoiseMapTransform", [8, 0, "noise", 0, "#ff0000", 0.0, 0.0, 1.0], col=3, row=0, size=(320, 280),
+                    title="Shift right by 8 latent pixels (64 image pixels)", noise_maps=(inversion, 0))
+    zeros = wf.node("SolidMask", [0.0, 512, 512], col=2, row=10, size=(260, 110))
+    square = wf.node("SolidMask", [1.0, 256, 256], col=2, row=13, size=(260, 110))
+    mask = wf.node("MaskComposite", [128, 128, "add"], col=3, row=10, title="Recolour the centre square", size=(260, 150), destination=(zeros, 0), source=(square, 0))
+    colour = wf.node("EditFriendlyNoiseMapTransform", [0, 0, "noise", 0, "#3060ff", 1.0, 0.0, 0.6], col=3, row=5, size=(320, 280),
+                     title="Move the masked region towards blue", noise_maps=(inversion, 0), mask=(mask, 0))
+    previous = image
+    for index, (maps, title) in enumerate(((shift, "Regenerate shifted"), (colour, "Regenerate recoloured"))):
+        row = index * 6
+        sampler = wf.node("EditFriendlySampler", [SOURCE_CFG, 0], col=4, row=row, size=(320, 150), title=title,
+                          model=(ckpt, 0), positive=(source, 0), negative=(negative, 0), noise_maps=(maps, 0))
+        decode = wf.node("VAEDecode", col=5, row=row, samples=(sampler, 0), vae=(ckpt, 2), size=(220, 50))
+        previous = wf.node("ImageStitch", ["right", True, 0, "white"], col=6, row=row, size=(320, 150), image1=(previous, 0), image2=(decode, 0))
+    wf.node("SaveImage", ["edit_friendly/noise_map_edits"], col=7, row=0, size=(600, 300), images=(previous, 0))
+    wf.note(
+        "## Editing the noise maps\n\n* **Shift**: shifting every map (and the start latent) by `dx`, `dy` latent pixels "
+        "shifts the regenerated image; `fill` decides what appears in the uncovered band.\n"
+        "* **Colour**: adding a colour offset to the maps inside the mask, over `start_percent`..`end_percent` of the "
+        "steps, recolours that region while keeping its texture. `color_strength` 1 moves it about all the way.\n\n"
+        "Both regenerate with the source prompt and CFG and skip 0, so only the transform changes the image.",
+        col=2, row=5, title="What this shows", size=(360, 300),
+    )
+    return wf
+
+
+WORKFLOWS = {
+    "text_guided_editing": text_editing,
+    "exact_reconstruction": reconstruction,
+    "multiple_edits_one_inversion": multiple_edits,
+    "noise_map_shift_and_colour": noise_map_manipulations,
+}
+
+
+def build_all() -> dict[str, dict]:
+    return {name: make().to_json() for name, make in WORKFLOWS.items()}
+
+
+def main() -> int:
+    OUT.mkdir(exist_ok=True)
+    for name, workflow in build_all().items():
+        path = OUT / f"{name}.json"
+        path.write_text(json.dumps(workflow, indent=2) + "\n")
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
