@@ -27,6 +27,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCREENSHOT = ROOT / "docs" / "screenshot-edit-workflow.png"
 TINY_CHECKPOINT = "tiny-sd15.safetensors"
 PACK_FOLDER = "edit-friendly-ddpm"
+PREFERRED_TEMPLATE = "text_guided_editing"  # else the smallest example that loads, inverts, edits and saves an image
 # What identifies a console message or page error as coming from our extension.
 OUR_MARKERS = ("edit_friendly.js", "/extensions/edit-friendly-ddpm/", "editFriendlyDDPM")
 EXTENSIONS = ("editFriendlyDDPM.socketColour", "editFriendlyDDPM.skipLimit")
@@ -174,20 +175,34 @@ def test_page_loads_our_extension_without_errors(page):
     assert page.log.ours() == [], "\n".join(page.log.ours())
 
 
+def _open_node_search(page):
+    """Double-clicks the empty canvas, as a user does, until the node search box is open."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    search = page.get_by_placeholder("Search Nodes...")
+    box = page.locator("#graph-canvas").bounding_box()
+    for attempt in range(3):
+        page.mouse.dblclick(box["x"] + box["width"] * 0.55, box["y"] + box["height"] * 0.5)
+        try:
+            search.wait_for(state="visible", timeout=5000)
+            return search
+        except PlaywrightTimeout:
+            page.keyboard.press("Escape")
+    pytest.fail("double-clicking the canvas did not open the node search box")
+
+
 @pytest.mark.parametrize("node_type", list(NODES))
 def test_node_search_finds_node(page, node_type):
     display_name = NODES[node_type]
     _clear_graph(page)
-    box = page.locator("#graph-canvas").bounding_box()
-    page.mouse.dblclick(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.6)
-    search = page.get_by_placeholder("Search Nodes...")
-    search.wait_for(state="visible")
+    search = _open_node_search(page)
     search.fill(display_name)
     option = page.locator('li[role="option"]').filter(has_text=display_name).first
     option.wait_for(state="visible")
     # Choosing the result adds the node: the search found ours, not a look-alike.
     option.click()
     page.wait_for_function("(type) => app.graph.nodes.some((node) => node.type === type)", arg=node_type)
+    search.wait_for(state="hidden")
     assert page.evaluate("() => app.graph.nodes.length") == 1
 
 
@@ -323,24 +338,43 @@ def _pick_edit_template(server, names: list[str]) -> str:
             candidates.append(name)
     if not candidates:
         pytest.fail(f"no example workflow with inversion, sampler, LoadImage and SaveImage among {names}")
-    # Prefer the plain text-guided edit: the fewest nodes.
+    if PREFERRED_TEMPLATE in candidates:
+        return PREFERRED_TEMPLATE
     return min(candidates, key=lambda name: (len(json.loads((folder / f"{name}.json").read_text())["nodes"]), name))
 
 
-def _ensure_input_images(page, server):
-    """Writes a small picture for every image a LoadImage node of the graph asks for and the server lacks."""
+def _use_small_input_images(page, server, size=64):
+    """Points every LoadImage node at a small copy of its picture (the one shipped with the examples,
+    else a gradient) in the server's input folder: the tiny model is slow on full-size latents."""
     from PIL import Image
 
     names = page.evaluate(
         "() => app.graph.nodes.filter((node) => node.type === 'LoadImage').map((node) => node.widgets[0].value)"
     )
+    replacements = {}
     for name in names:
-        path = pathlib.Path(server.input_dir) / name
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            gradient = Image.linear_gradient("L").resize((64, 64))
-            Image.merge("RGB", (gradient, gradient.rotate(90), gradient.rotate(180))).save(path)
-    return names
+        small = f"browser-test-{pathlib.Path(name).stem}.png"
+        path = pathlib.Path(server.input_dir) / small
+        shipped = ROOT / "example_workflows" / name
+        if shipped.is_file():
+            picture = Image.open(shipped).convert("RGB").resize((size, size))
+        else:
+            gradient = Image.linear_gradient("L").resize((size, size))
+            picture = Image.merge("RGB", (gradient, gradient.rotate(90), gradient.rotate(180)))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        picture.save(path)
+        replacements[name] = small
+    page.evaluate(
+        """(replacements) => {
+            for (const node of app.graph.nodes) {
+                if (node.type === 'LoadImage' && node.widgets[0].value in replacements) {
+                    node.widgets[0].value = replacements[node.widgets[0].value];
+                }
+            }
+        }""",
+        replacements,
+    )
+    return replacements
 
 
 def test_example_workflow_opens_from_templates_and_runs(page, server, tmp_path):
@@ -373,7 +407,7 @@ def test_example_workflow_opens_from_templates_and_runs(page, server, tmp_path):
         }""",
         TINY_CHECKPOINT,
     )
-    _ensure_input_images(page, server)
+    _use_small_input_images(page, server)
     before = set(pathlib.Path(server.output_dir).rglob("*.png"))
 
     with page.expect_response(lambda response: response.url.endswith("/api/prompt") and response.request.method == "POST") as answer:
@@ -394,7 +428,15 @@ def test_example_workflow_opens_from_templates_and_runs(page, server, tmp_path):
         "() => app.graph.nodes.some((node) => node.type === 'SaveImage' && node.imgs?.length && node.imgs[0].complete)",
         timeout=30_000,
     )
-    page.evaluate("() => { app.canvas.deselectAll(); return app.extensionManager.command.execute('Comfy.Canvas.FitView'); }")
+    page.set_viewport_size({"width": 1920, "height": 1080})
+    page.evaluate(
+        """async () => {
+            await app.extensionManager.setting.set('Comfy.Minimap.Visible', false);
+            app.canvas.min_font_size_for_lod = 0;  // draw titles and widgets even when zoomed out
+            app.canvas.deselectAll();
+            await app.extensionManager.command.execute('Comfy.Canvas.FitView');
+        }"""
+    )
     page.wait_for_timeout(1000)
     shot = tmp_path / SCREENSHOT.name
     page.screenshot(path=str(shot))
