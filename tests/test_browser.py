@@ -368,13 +368,49 @@ def _use_small_input_images(page, server, size=64):
         """(replacements) => {
             for (const node of app.graph.nodes) {
                 if (node.type === 'LoadImage' && node.widgets[0].value in replacements) {
-                    node.widgets[0].value = replacements[node.widgets[0].value];
+                    const widget = node.widgets[0];
+                    widget.value = replacements[widget.value];
+                    widget.callback?.(widget.value);  // shows the picture on the node
                 }
             }
         }""",
         replacements,
     )
     return replacements
+
+
+def _screenshot_graph(page, path, width=1920, height=1080, margin=24):
+    """Zooms the canvas so that all nodes fill the part of a width x height page that the side bar,
+    tabs, menus and toasts leave free, and saves a picture of that part."""
+    page.set_viewport_size({"width": width, "height": height})
+    page.wait_for_timeout(300)
+    # The side bar is about 60 px wide; tabs, the workflow menu, the run button and its toast end above 130 px.
+    left, top = 64, 136
+    clip = page.evaluate(
+        """async ([margin, left, top]) => {
+            await app.extensionManager.setting.set('Comfy.Minimap.Visible', false);
+            app.canvas.min_font_size_for_lod = 0;  // titles and widgets even when zoomed out
+            app.canvas.deselectAll();
+            let [x0, y0, x1, y1] = [Infinity, Infinity, -Infinity, -Infinity];
+            for (const node of app.graph.nodes) {
+                const top = node.pos[1] - LiteGraph.NODE_TITLE_HEIGHT;
+                x0 = Math.min(x0, node.pos[0]); y0 = Math.min(y0, top);
+                x1 = Math.max(x1, node.pos[0] + node.size[0]); y1 = Math.max(y1, node.pos[1] + node.size[1]);
+            }
+            const canvas = app.canvas.canvas.getBoundingClientRect();
+            const free = { x: canvas.x + left, y: canvas.y + top, width: canvas.width - left, height: canvas.height - top };
+            const scale = Math.min((free.width - 2 * margin) / (x1 - x0), (free.height - 2 * margin) / (y1 - y0), 1.5);
+            app.canvas.ds.scale = scale;
+            app.canvas.ds.offset = [(left + margin) / scale - x0, (top + margin) / scale - y0];
+            app.canvas.setDirty(true, true);
+            app.canvas.draw(true, true);
+            return { x: free.x, y: free.y, width: Math.min(free.width, (x1 - x0) * scale + 2 * margin),
+                     height: Math.min(free.height, (y1 - y0) * scale + 2 * margin) };
+        }""",
+        [margin, left, top],
+    )
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(path), clip=clip)
 
 
 def test_example_workflow_opens_from_templates_and_runs(page, server, tmp_path):
@@ -428,18 +464,8 @@ def test_example_workflow_opens_from_templates_and_runs(page, server, tmp_path):
         "() => app.graph.nodes.some((node) => node.type === 'SaveImage' && node.imgs?.length && node.imgs[0].complete)",
         timeout=30_000,
     )
-    page.set_viewport_size({"width": 1920, "height": 1080})
-    page.evaluate(
-        """async () => {
-            await app.extensionManager.setting.set('Comfy.Minimap.Visible', false);
-            app.canvas.min_font_size_for_lod = 0;  // draw titles and widgets even when zoomed out
-            app.canvas.deselectAll();
-            await app.extensionManager.command.execute('Comfy.Canvas.FitView');
-        }"""
-    )
-    page.wait_for_timeout(1000)
     shot = tmp_path / SCREENSHOT.name
-    page.screenshot(path=str(shot))
+    _screenshot_graph(page, shot)
     print(f"screenshot: {shot}")
     if os.environ.get("EF_UPDATE_SCREENSHOT") == "1":
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
