@@ -64,6 +64,36 @@ if [ ! -f "$CACHE/.dev-ok" ] || [ "$ROOT/requirements-dev.txt" -nt "$CACHE/.dev-
   touch "$CACHE/.dev-ok"
 fi
 
+# Headless Chromium for tests/test_browser.py: Debian's package, driven by Playwright (which
+# downloads no browser of its own). Without it those tests skip, and fail when CI=true.
+chromium_found() { [ -x "${EF_CHROMIUM:-/usr/bin/chromium}" ] || command -v chromium >/dev/null 2>&1; }
+if [ ! -f "$CACHE/.chromium-ok" ] || ! chromium_found; then
+  if chromium_found; then
+    touch "$CACHE/.chromium-ok"
+  elif ! command -v apt-get >/dev/null 2>&1; then
+    log "apt-get is not available: install Chromium (or set EF_CHROMIUM to one) for the browser tests"
+  else
+    sudo_cmd=()
+    if [ "$(id -u)" -ne 0 ]; then
+      if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+        sudo_cmd=(sudo -n)
+      else
+        log "installing Chromium needs root (apt-get install chromium); the browser tests need it"
+      fi
+    fi
+    if [ "$(id -u)" -eq 0 ] || [ ${#sudo_cmd[@]} -gt 0 ]; then
+      log "installing Chromium for the browser tests (apt-get install chromium; once)"
+      if ${sudo_cmd[@]+"${sudo_cmd[@]}"} apt-get update -qq \
+        && ${sudo_cmd[@]+"${sudo_cmd[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+        && chromium_found; then
+        touch "$CACHE/.chromium-ok"
+      else
+        log "apt-get could not install chromium; the browser tests will not run"
+      fi
+    fi
+  fi
+fi
+
 # The pack is linked, not copied, so edits to the working tree are live.
 mkdir -p "$COMFY/custom_nodes"
 ln -sfn "$ROOT" "$COMFY/custom_nodes/$PACK_NAME"
