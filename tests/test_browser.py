@@ -55,7 +55,10 @@ def _unavailable(reason: str):
 
 
 def chromium_path() -> str | None:
-    for candidate in (os.environ.get("EF_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser")):
+    """EF_CHROMIUM if set (and only it), else Debian's chromium."""
+    chosen = os.environ.get("EF_CHROMIUM")
+    candidates = [chosen] if chosen else ["/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser")]
+    for candidate in candidates:
         if candidate and os.access(candidate, os.X_OK):
             return candidate
     return None
@@ -105,7 +108,8 @@ def server(request):
 def browser_context(tmp_path_factory):
     executable = chromium_path()
     if executable is None:
-        _unavailable("Chromium is not installed (apt-get install chromium, or set EF_CHROMIUM).")
+        where = os.environ.get("EF_CHROMIUM") or "/usr/bin/chromium or on PATH"
+        _unavailable(f"Chromium was not found ({where}); install Debian's chromium (scripts/setup.sh does) or set EF_CHROMIUM.")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
