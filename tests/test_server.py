@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import pathlib
-import shutil
 import time
 
 import numpy as np
@@ -334,3 +333,19 @@ def test_interrupt_stops_a_long_inversion(server):
     assert "execution_interrupted" in kinds, entry["status"]
     assert "9" not in entry.get("outputs", {})
     assert_server_still_works(server)
+
+
+def test_shipped_examples_match_their_generator():
+    import make_example_workflows
+
+    for name, workflow in make_example_workflows.build_all().items():
+        assert load_example(name) == json.loads(json.dumps(workflow)), f"run scripts/make_example_workflows.py ({name})"
+
+
+def test_tiny_models_are_cached_by_content_hash(server):
+    import make_tiny_checkpoints
+
+    before = {path: path.resolve().stat().st_mtime_ns for path in server.models_dir.rglob("*.safetensors")}
+    assert len(before) == 3
+    make_tiny_checkpoints.make(next(iter(before)).resolve().parents[1])
+    assert {path: path.resolve().stat().st_mtime_ns for path in before} == before
