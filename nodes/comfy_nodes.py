@@ -8,10 +8,10 @@ import comfy.samplers
 from comfy_api.latest import ComfyExtension, io
 from typing_extensions import override
 
-from . import pipeline
+from . import files, pipeline
 from .transforms import FILL_MODES, colour_noise_maps, parse_hex_colour, shift_noise_maps
 from .sockets import NoiseMapsSocket
-from .validation import EditFriendlyInputError, check_shift, fit_mask
+from .validation import EditFriendlyInputError, check_maps, check_shift, check_skip, fit_mask
 
 CATEGORY = "edit_friendly_ddpm"
 MAX_STEPS = 1000
@@ -21,6 +21,16 @@ NOISE_MAPS_TOOLTIP = "Edit-friendly noise maps of one image, made by Edit-Friend
 
 def _description(cls) -> str:
     return inspect.cleandoc(cls.__doc__ or "")
+
+
+SKIP_INPUT = io.Int.Input(
+    "skip", default=36, min=0, max=MAX_STEPS - 1,
+    tooltip="T_skip: noisiest steps left out (paper: 36 of 100, range 0-40). Larger keeps more of the input; must be below the steps.",
+)
+MASK_INPUT = io.Mask.Input(
+    "mask", optional=True,
+    tooltip="Edit only inside the mask (1 = edit); outside, the output is the source. Soft masks blend. Resized if the aspect ratio matches.",
+)
 
 
 class EditFriendlyDDPMInversion(io.ComfyNode):
@@ -63,13 +73,17 @@ class EditFriendlyDDPMInversion(io.ComfyNode):
                     "seed", default=0, min=0, max=SEED_MAX, control_after_generate=True,
                     tooltip="Draws the independent noisy latents. Every seed reconstructs exactly; different seeds give different edits.",
                 ),
+                io.Int.Input(
+                    "variations", default=1, min=1, max=pipeline.MAX_VARIATIONS, optional=True,
+                    tooltip="Maps for this many seeds (seed, seed+1, ...) in one batched run; the sampler then returns that many different edits. 1 = one set.",
+                ),
             ],
             outputs=[NoiseMapsSocket.Output(display_name="noise_maps", tooltip=NOISE_MAPS_TOOLTIP)],
         )
 
     @classmethod
-    def execute(cls, model, positive, negative, latent_image, steps, cfg, scheduler, eta, seed) -> io.NodeOutput:
-        return io.NodeOutput(pipeline.invert(model, positive, negative, latent_image, steps, cfg, scheduler, eta, seed))
+    def execute(cls, model, positive, negative, latent_image, steps, cfg, scheduler, eta, seed, variations=1) -> io.NodeOutput:
+        return io.NodeOutput(pipeline.invert(model, positive, negative, latent_image, steps, cfg, scheduler, eta, seed, variations))
 
 
 class EditFriendlySampler(io.ComfyNode):
@@ -96,17 +110,46 @@ class EditFriendlySampler(io.ComfyNode):
                     "cfg", default=15.0, min=0.0, max=100.0, step=0.1, round=0.01,
                     tooltip="Target CFG scale (paper: 15, useful range 7-18). The source CFG reconstructs the input.",
                 ),
-                io.Int.Input(
-                    "skip", default=36, min=0, max=MAX_STEPS - 1,
-                    tooltip="T_skip: noisiest steps left out (paper: 36 of 100, range 0-40). Larger keeps more of the input; must be below the steps.",
-                ),
+                SKIP_INPUT,
+                MASK_INPUT,
             ],
             outputs=[io.Latent.Output(display_name="LATENT", tooltip="The edited latent, in the same space as the input latent.")],
         )
 
     @classmethod
-    def execute(cls, model, positive, negative, noise_maps, cfg, skip) -> io.NodeOutput:
-        return io.NodeOutput({"samples": pipeline.regenerate(model, positive, negative, noise_maps, cfg, skip)})
+    def execute(cls, model, positive, negative, noise_maps, cfg, skip, mask=None) -> io.NodeOutput:
+        return io.NodeOutput({"samples": pipeline.regenerate(model, positive, negative, noise_maps, cfg, skip, mask)})
+
+
+class EditFriendlySamplerCustom(io.ComfyNode):
+    """Turns noise maps into a SAMPLER and the SIGMAS it expects, for SamplerCustomAdvanced.
+
+    Lets any guider drive an edit (CFGGuider, DualCFGGuider, PerpNeg, BasicGuider for Flux, ...).
+    Connect LATENT to SamplerCustomAdvanced's latent_image; its noise input is not used (the maps
+    are the noise), so DisableNoise is the natural choice.
+    """
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="EditFriendlySamplerCustom",
+            display_name="Edit-Friendly Sampler (Custom Sampling)",
+            category=CATEGORY,
+            description=_description(cls),
+            inputs=[NoiseMapsSocket.Input("noise_maps", tooltip=NOISE_MAPS_TOOLTIP), SKIP_INPUT, MASK_INPUT],
+            outputs=[
+                io.Sampler.Output(display_name="SAMPLER", tooltip="Replays the noise maps; refuses sigmas that are not theirs."),
+                io.Sigmas.Output(display_name="SIGMAS", tooltip="The maps' schedule after skip: give these to SamplerCustomAdvanced."),
+                io.Latent.Output(display_name="LATENT", tooltip="The source latent, shaped as the maps expect, for the latent_image input."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, noise_maps, skip, mask=None) -> io.NodeOutput:
+        check_maps(noise_maps)
+        skip = check_skip(skip, noise_maps)
+        sampler = pipeline.edit_friendly_sampler(noise_maps, mask)
+        return io.NodeOutput(sampler, noise_maps.sigmas[skip:].clone(), {"samples": noise_maps.source_latent})
 
 
 class EditFriendlyNoiseMapTransform(io.ComfyNode):
@@ -156,7 +199,74 @@ class EditFriendlyNoiseMapTransform(io.ComfyNode):
         return io.NodeOutput(result)
 
 
-NODES = [EditFriendlyDDPMInversion, EditFriendlySampler, EditFriendlyNoiseMapTransform]
+class EditFriendlySaveNoiseMaps(io.ComfyNode):
+    """Saves noise maps to ComfyUI's output folder as a safetensors file, so an inversion can be reused later.
+
+    Files are numbered and never overwrite an existing file. Move or copy a file into the input
+    folder to load it with Load Noise Maps.
+    """
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="EditFriendlySaveNoiseMaps",
+            display_name="Save Noise Maps",
+            category=f"{CATEGORY}/io",
+            description=_description(cls),
+            is_output_node=True,
+            inputs=[
+                NoiseMapsSocket.Input("noise_maps", tooltip=NOISE_MAPS_TOOLTIP),
+                io.String.Input("filename_prefix", default="noise_maps/ef", tooltip="Name (and subfolder) under the output folder; a counter is appended."),
+            ],
+            outputs=[],
+        )
+
+    @classmethod
+    def execute(cls, noise_maps, filename_prefix) -> io.NodeOutput:
+        check_maps(noise_maps)
+        path = files.save_to_output(noise_maps, filename_prefix)
+        return io.NodeOutput(ui={"text": [path]})
+
+
+class EditFriendlyLoadNoiseMaps(io.ComfyNode):
+    """Loads noise maps saved by Save Noise Maps from ComfyUI's input folder.
+
+    Every file is checked before use: corrupt, truncated, oversized or newer-format files are refused
+    with the reason, and maps made for another model family are refused by the sampler.
+    """
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="EditFriendlyLoadNoiseMaps",
+            display_name="Load Noise Maps",
+            category=f"{CATEGORY}/io",
+            description=_description(cls),
+            inputs=[io.Combo.Input("file", options=files.input_files(), tooltip="A .safetensors noise-maps file in the input folder (or its noise_maps/ subfolder).")],
+            outputs=[NoiseMapsSocket.Output(display_name="noise_maps", tooltip=NOISE_MAPS_TOOLTIP)],
+        )
+
+    @classmethod
+    def execute(cls, file) -> io.NodeOutput:
+        return io.NodeOutput(files.load_from_input(file))
+
+    @classmethod
+    def fingerprint_inputs(cls, file):
+        return files.content_fingerprint(file)
+
+    @classmethod
+    def validate_inputs(cls, file):
+        return files.input_file_problem(file) or True
+
+
+NODES = [
+    EditFriendlyDDPMInversion,
+    EditFriendlySampler,
+    EditFriendlyNoiseMapTransform,
+    EditFriendlySamplerCustom,
+    EditFriendlySaveNoiseMaps,
+    EditFriendlyLoadNoiseMaps,
+]
 
 
 class EditFriendlyExtension(ComfyExtension):

@@ -105,9 +105,12 @@ class NoiseMaps:
     """The input LATENT's samples as given (before process_latent_in), shape [B, C, H, W]."""
     eta: float
     seed: int
+    """Seed of the first variation; variation k was drawn with seed + k."""
     source_cfg: float
     fingerprint: ModelFingerprint
     rule: str = "ddpm"
+    variations: int = 1
+    """How many seeds the batch holds: the batch is `variations` copies of the source batch, one per seed."""
     latent_rgb_factors: tuple | None = None
     """The model's preview projection (C rows of RGB), used to turn a colour into a latent direction."""
     latent_rgb_bias: tuple | None = None
@@ -120,6 +123,8 @@ class NoiseMaps:
             raise ValueError("NoiseMaps: noisy latents and maps must have the same shape")
         if self.scales.shape != (steps + 1, 2):
             raise ValueError("NoiseMaps: one (signal, noise) scale pair per sigma is needed")
+        if self.variations < 1 or self.maps.shape[1] % self.variations:
+            raise ValueError(f"NoiseMaps: a batch of {self.maps.shape[1]} cannot hold {self.variations} variations")
         if self.rule not in SAMPLING_RULES:
             raise ValueError(f"NoiseMaps: unknown step rule {self.rule!r}")
 
@@ -153,6 +158,6 @@ class NoiseMaps:
     def __repr__(self) -> str:
         b, c, h, w = self.latent_shape
         return (
-            f"NoiseMaps({self.steps} steps, batch {b}, {c}x{h}x{w} latents, rule {self.rule}, eta {self.eta}, "
+            f"NoiseMaps({self.steps} steps, batch {b} ({self.variations} variations), {c}x{h}x{w} latents, rule {self.rule}, eta {self.eta}, "
             f"seed {self.seed}, source cfg {self.source_cfg}, {self.fingerprint.latent_format})"
         )

@@ -15,7 +15,9 @@ import torch
 
 from .noise_maps import ModelFingerprint, NoiseMaps
 from .sampling import sample_edit_friendly, sample_edit_friendly_inversion
-from .validation import check_eta, check_latent, check_maps_fit_model, check_sigmas, check_skip
+from .validation import EditFriendlyInputError, check_eta, check_latent, check_maps_fit_model, check_sigmas, check_skip, fit_mask
+
+MAX_VARIATIONS = 64
 
 
 def model_fingerprint(model) -> ModelFingerprint:
@@ -41,9 +43,12 @@ def cfg_guider(model, positive, negative, cfg: float) -> comfy.samplers.CFGGuide
     return guider
 
 
-def edit_friendly_sampler(noise_maps: NoiseMaps) -> comfy.samplers.KSAMPLER:
-    """A SAMPLER that replays `noise_maps`; give it a tail of `noise_maps.sigmas`."""
-    return comfy.samplers.KSAMPLER(sample_edit_friendly, extra_options={"noise_maps": noise_maps})
+def edit_friendly_sampler(noise_maps: NoiseMaps, mask: torch.Tensor | None = None) -> comfy.samplers.KSAMPLER:
+    """A SAMPLER that replays `noise_maps` (inside `mask`, if given); give it a tail of `noise_maps.sigmas`."""
+    if mask is not None:
+        batch, _, height, width = noise_maps.latent_shape
+        mask = fit_mask(mask, batch, height, width).unsqueeze(1)
+    return comfy.samplers.KSAMPLER(sample_edit_friendly, extra_options={"noise_maps": noise_maps, "mask": mask})
 
 
 def run_guider(guider, sampler, sigmas: torch.Tensor, latent: torch.Tensor, seed: int) -> torch.Tensor:
@@ -62,11 +67,21 @@ def run_guider(guider, sampler, sigmas: torch.Tensor, latent: torch.Tensor, seed
     return samples.to(comfy.model_management.intermediate_device())
 
 
-def invert(model, positive, negative, latent: dict, steps: int, cfg: float, scheduler: str, eta: float, seed: int) -> NoiseMaps:
-    """Edit-friendly DDPM inversion of `latent` under the source prompt and CFG: one sampling pass."""
+def invert(
+    model, positive, negative, latent: dict, steps: int, cfg: float, scheduler: str, eta: float, seed: int, variations: int = 1
+) -> NoiseMaps:
+    """Edit-friendly DDPM inversion of `latent` under the source prompt and CFG: one sampling pass.
+
+    With `variations` > 1 the batch is inverted with seeds seed, seed + 1, ... in the same model calls,
+    giving maps for that many different edits of each image.
+    """
     latent_format = model.get_model_object("latent_format")
     samples = check_latent(latent.get("samples"), latent_format.latent_channels)
     eta = check_eta(eta)
+    if not 1 <= variations <= MAX_VARIATIONS:
+        raise EditFriendlyInputError(f"variations must be between 1 and {MAX_VARIATIONS}; got {variations}.")
+    samples = samples.repeat(variations, 1, 1, 1)
+    seeds = [(seed + k) % 2**64 for k in range(variations)]
     if scheduler not in comfy.samplers.SCHEDULER_NAMES:
         raise ValueError(f"Unknown scheduler {scheduler!r}; choose one of {comfy.samplers.SCHEDULER_NAMES}.")
     sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), scheduler, steps)
@@ -75,7 +90,7 @@ def invert(model, positive, negative, latent: dict, steps: int, cfg: float, sche
     store = comfy.model_management.intermediate_device()
     sink = []
     sampler = comfy.samplers.KSAMPLER(
-        sample_edit_friendly_inversion, extra_options={"eta": eta, "seed": seed, "sink": sink, "store_device": store}
+        sample_edit_friendly_inversion, extra_options={"eta": eta, "seed": seeds, "sink": sink, "store_device": store}
     )
     run_guider(cfg_guider(model, positive, negative, cfg), sampler, sigmas, samples, seed)
     record = sink[0]
@@ -89,17 +104,22 @@ def invert(model, positive, negative, latent: dict, steps: int, cfg: float, sche
         seed=int(seed),
         source_cfg=float(cfg),
         fingerprint=model_fingerprint(model),
+        variations=variations,
         latent_rgb_factors=_as_tuple(getattr(latent_format, "latent_rgb_factors", None)),
         latent_rgb_bias=_as_tuple(getattr(latent_format, "latent_rgb_factors_bias", None)),
     )
 
 
-def regenerate(model, positive, negative, noise_maps: NoiseMaps, cfg: float, skip: int) -> torch.Tensor:
-    """Replay `noise_maps` from step `skip` under the target prompt and CFG: one partial sampling pass."""
+def regenerate(model, positive, negative, noise_maps: NoiseMaps, cfg: float, skip: int, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Replay `noise_maps` from step `skip` under the target prompt and CFG: one partial sampling pass.
+
+    With a `mask` the edit applies inside it only; outside, the output is the source latent.
+    """
     check_maps_fit_model(noise_maps, model_fingerprint(model))
     skip = check_skip(skip, noise_maps)
+    sampler = edit_friendly_sampler(noise_maps, mask)
     guider = cfg_guider(model, positive, negative, cfg)
-    return run_guider(guider, edit_friendly_sampler(noise_maps), noise_maps.sigmas[skip:], noise_maps.source_latent, noise_maps.seed)
+    return run_guider(guider, sampler, noise_maps.sigmas[skip:], noise_maps.source_latent, noise_maps.seed)
 
 
 def _as_tuple(rows):

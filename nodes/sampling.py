@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import trange
 
 from .noise_maps import ModelFingerprint, NoiseMaps
+from .validation import EditFriendlyInputError, check_maps_fit_model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,12 +72,20 @@ def add_map(mean: torch.Tensor, noise_map: torch.Tensor, step: PosteriorStep) ->
     return mean + step.noise_scale * noise_map
 
 
-def draw_noisy_latents(x0: torch.Tensor, scales: torch.Tensor, seed: int):
-    """Yield x_i = a_i x0 + b_i eps_i with independent eps_i from a seeded CPU generator (Eq. 6)."""
-    generator = torch.Generator(device="cpu").manual_seed(int(seed))
+def draw_noisy_latents(x0: torch.Tensor, scales: torch.Tensor, seeds):
+    """Yield x_i = a_i x0 + b_i eps_i with independent eps_i from seeded CPU generators (Eq. 6).
+
+    `seeds` is one seed or a list of them: the batch is split into equal groups, one per seed, so a
+    group's noise is the same as a run with that seed alone.
+    """
+    seeds = [seeds] if isinstance(seeds, int) else list(seeds)
+    if x0.shape[0] % len(seeds):
+        raise ValueError(f"a batch of {x0.shape[0]} cannot be split among {len(seeds)} seeds")
+    group_shape = (x0.shape[0] // len(seeds), *x0.shape[1:])
+    generators = [torch.Generator(device="cpu").manual_seed(int(seed)) for seed in seeds]
     for a, b in scales.tolist()[:-1]:
-        eps = torch.randn(x0.shape, generator=generator, dtype=torch.float32).to(x0.device, x0.dtype)
-        yield a * x0 + b * eps
+        eps = torch.cat([torch.randn(group_shape, generator=g, dtype=torch.float32) for g in generators])
+        yield a * x0 + b * eps.to(x0.device, x0.dtype)
 
 
 def _inner_model_sampling(model):
@@ -141,17 +150,31 @@ def replay_offset(noise_maps: NoiseMaps, sigmas: torch.Tensor) -> int:
     return skip
 
 
+def _check_replay_fits(model, noise_maps: NoiseMaps, x: torch.Tensor) -> None:
+    inner = model.inner_model.inner_model
+    check_maps_fit_model(noise_maps, ModelFingerprint.of(inner.model_sampling, inner.latent_format))
+    if tuple(x.shape) != noise_maps.latent_shape:
+        raise EditFriendlyInputError(
+            f"The latent given to the sampler has shape {tuple(x.shape)} but the noise maps are for {noise_maps.latent_shape}."
+        )
+
+
 @torch.no_grad()
-def sample_edit_friendly(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_maps=None):
+def sample_edit_friendly(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_maps=None, mask=None):
     """Edit-friendly DDPM sampling (Huberman-Spiegelglas et al. 2024, Eq. 5 with the extracted z_t), from x_skip."""
     if noise_maps is None:
         raise ValueError("sample_edit_friendly needs noise_maps")
     extra_args = {} if extra_args is None else extra_args
+    _check_replay_fits(model, noise_maps, x)
     skip = replay_offset(noise_maps, sigmas)
     steps = ddpm_steps(noise_maps.scales[skip:], noise_maps.eta)
     # The stored sigmas, not the given ones: they may differ by rounding, and exactness needs the same model inputs.
     sigmas = noise_maps.sigmas[skip:].to(x.device)
     s_in = x.new_ones([x.shape[0]])
+    if mask is not None:
+        # Outside the mask the output follows the source's own trajectory, which ends at the source latent.
+        mask = mask.to(x.device, x.dtype)
+        source_clean = model.inner_model.inner_model.process_latent_in(noise_maps.source_latent.to(x.device, x.dtype))
 
     x = noise_maps.start_latent(skip).to(x.device, x.dtype)
     for i in trange(len(steps), disable=disable):
@@ -160,6 +183,9 @@ def sample_edit_friendly(model, x, sigmas, extra_args=None, callback=None, disab
             callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
         mean = posterior_mean(x, denoised, steps[i])
         x = add_map(mean, noise_maps.maps[skip + i].to(x.device, x.dtype), steps[i])
+        if mask is not None:
+            source = source_clean if steps[i].is_last else noise_maps.noisy_latents[skip + i + 1].to(x.device, x.dtype)
+            x = torch.lerp(source, x, mask)
     return x
 
 

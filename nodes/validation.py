@@ -67,6 +67,7 @@ def check_sigmas(sigmas: torch.Tensor, scheduler: str) -> torch.Tensor:
 
 
 def check_skip(skip: int, noise_maps: NoiseMaps) -> int:
+    check_maps(noise_maps)
     if not (0 <= skip < noise_maps.steps):
         raise EditFriendlyInputError(
             f"skip must be at least 0 and less than the number of steps the noise maps have ({noise_maps.steps}); "
@@ -75,12 +76,17 @@ def check_skip(skip: int, noise_maps: NoiseMaps) -> int:
     return int(skip)
 
 
-def check_maps_fit_model(noise_maps: NoiseMaps, fingerprint: ModelFingerprint) -> NoiseMaps:
-    """Maps only replay on a model with the same prediction type, schedule and latent space."""
+def check_maps(noise_maps) -> NoiseMaps:
     if not isinstance(noise_maps, NoiseMaps):
         raise EditFriendlyInputError(
             f"noise_maps must come from an Edit-Friendly DDPM Inversion node; got {type(noise_maps).__name__}."
         )
+    return noise_maps
+
+
+def check_maps_fit_model(noise_maps: NoiseMaps, fingerprint: ModelFingerprint) -> NoiseMaps:
+    """Maps only replay on a model with the same prediction type, schedule and latent space."""
+    check_maps(noise_maps)
     difference = noise_maps.fingerprint.mismatch(fingerprint)
     if difference is not None:
         raise EditFriendlyInputError(

@@ -15,18 +15,24 @@ from edit_friendly_ddpm.nodes import comfy_nodes
 PUBLIC_INPUTS = {
     "EditFriendlyDDPMInversion": {
         "model": None, "positive": None, "negative": None, "latent_image": None,
-        "steps": 100, "cfg": 3.5, "scheduler": "ddim_uniform", "eta": 1.0, "seed": 0,
+        "steps": 100, "cfg": 3.5, "scheduler": "ddim_uniform", "eta": 1.0, "seed": 0, "variations": 1,
     },
-    "EditFriendlySampler": {"model": None, "positive": None, "negative": None, "noise_maps": None, "cfg": 15.0, "skip": 36},
+    "EditFriendlySampler": {"model": None, "positive": None, "negative": None, "noise_maps": None, "cfg": 15.0, "skip": 36, "mask": None},
     "EditFriendlyNoiseMapTransform": {
         "noise_maps": None, "dx": 0, "dy": 0, "fill": "noise", "fill_seed": 0, "color": "#ff0000",
         "color_strength": 0.0, "start_percent": 0.0, "end_percent": 1.0, "mask": None,
     },
+    "EditFriendlySamplerCustom": {"noise_maps": None, "skip": 36, "mask": None},
+    "EditFriendlySaveNoiseMaps": {"noise_maps": None, "filename_prefix": "noise_maps/ef"},
+    "EditFriendlyLoadNoiseMaps": {"file": None},
 }
 DISPLAY_NAMES = {
     "EditFriendlyDDPMInversion": "Edit-Friendly DDPM Inversion",
     "EditFriendlySampler": "Edit-Friendly Sampler",
     "EditFriendlyNoiseMapTransform": "Noise Map Transform",
+    "EditFriendlySamplerCustom": "Edit-Friendly Sampler (Custom Sampling)",
+    "EditFriendlySaveNoiseMaps": "Save Noise Maps",
+    "EditFriendlyLoadNoiseMaps": "Load Noise Maps",
 }
 
 
@@ -34,7 +40,7 @@ def node_info(node):
     return node.GET_NODE_INFO_V1()
 
 
-def test_entrypoint_lists_the_three_nodes():
+def test_entrypoint_lists_every_node():
     extension = asyncio.run(comfy_nodes.comfy_entrypoint())
     nodes = asyncio.run(extension.get_node_list())
     assert {node.GET_SCHEMA().node_id: node.GET_SCHEMA().display_name for node in nodes} == DISPLAY_NAMES

@@ -1,0 +1,197 @@
+"""Noise maps on disk: safetensors files (never pickle) with a format version and the maps' metadata.
+
+Pure torch + safetensors. The loader reads and checks the header itself, with hard limits, before any
+tensor is allocated, so a corrupt, truncated or hostile file is refused with a clear message instead
+of crashing or stalling the host.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import struct
+
+import safetensors.torch
+import torch
+
+from .noise_maps import SAMPLING_RULES, ModelFingerprint, NoiseMaps
+from .validation import EditFriendlyInputError
+
+FORMAT_NAME = "edit-friendly-ddpm/noise-maps"
+FORMAT_VERSION = 1
+MAX_HEADER_BYTES = 1 << 20
+MAX_FILE_BYTES = 16 << 30
+"""Far above any real set of maps (Flux at 2048 px, 1000 steps, is about 8 GiB); anything larger is not ours."""
+
+_TENSORS = {
+    # name: (safetensors dtype, number of dims)
+    "sigmas": ("F32", 1),
+    "scales": ("F64", 2),
+    "noisy_latents": ("F32", 5),
+    "maps": ("F32", 5),
+    "source_latent": ("F32", 4),
+}
+_ITEM_BYTES = {"F32": 4, "F64": 8}
+
+
+class NoiseMapsFileError(EditFriendlyInputError):
+    """A noise-maps file that cannot be used; the message says why."""
+
+
+def to_bytes(maps: NoiseMaps) -> bytes:
+    """The safetensors encoding of `maps`, metadata included."""
+    tensors = {name: getattr(maps, name).detach().cpu().contiguous() for name in _TENSORS}
+    tensors["sigmas"] = tensors["sigmas"].float()
+    tensors["scales"] = tensors["scales"].double()
+    metadata = {
+        "format": FORMAT_NAME,
+        "format_version": str(FORMAT_VERSION),
+        "eta": repr(float(maps.eta)),
+        "seed": str(int(maps.seed)),
+        "source_cfg": repr(float(maps.source_cfg)),
+        "rule": maps.rule,
+        "variations": str(int(maps.variations)),
+        "fingerprint": json.dumps(dataclasses.asdict(maps.fingerprint)),
+        "latent_rgb_factors": json.dumps(maps.latent_rgb_factors),
+        "latent_rgb_bias": json.dumps(maps.latent_rgb_bias),
+    }
+    return safetensors.torch.save(tensors, metadata=metadata)
+
+
+def save(maps: NoiseMaps, path: str) -> None:
+    """Write `maps` to a new file at `path`; raises FileExistsError rather than overwrite anything."""
+    data = to_bytes(maps)
+    with open(path, "xb") as handle:  # exclusive create: an existing file is never replaced
+        try:
+            handle.write(data)
+        except BaseException:
+            handle.close()
+            os.remove(path)
+            raise
+
+
+def _refuse(path: str, reason: str) -> NoiseMapsFileError:
+    return NoiseMapsFileError(f"Cannot load noise maps from {os.path.basename(path)}: {reason}")
+
+
+def _read_header(path: str) -> tuple[dict, int]:
+    size = os.path.getsize(path)
+    if size > MAX_FILE_BYTES:
+        raise _refuse(path, f"the file is {size / 2**30:.1f} GiB, more than any noise maps can be.")
+    with open(path, "rb") as handle:
+        prefix = handle.read(8)
+        if len(prefix) < 8:
+            raise _refuse(path, "the file is truncated (no safetensors header).")
+        (header_bytes,) = struct.unpack("<Q", prefix)
+        if header_bytes > MAX_HEADER_BYTES or header_bytes > size - 8:
+            raise _refuse(path, "the header length is impossible: the file is corrupt or not a safetensors file.")
+        raw = handle.read(header_bytes)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise _refuse(path, "the header is not valid JSON: the file is corrupt.") from None
+    if not isinstance(header, dict):
+        raise _refuse(path, "the header is not a safetensors header.")
+    return header, size - 8 - header_bytes
+
+
+def _check_layout(path: str, header: dict, data_bytes: int) -> dict:
+    metadata = header.get("__metadata__")
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT_NAME:
+        raise _refuse(path, "it is not an edit-friendly noise-maps file (no format marker).")
+    try:
+        version = int(metadata.get("format_version", ""))
+    except ValueError:
+        raise _refuse(path, "its format version is unreadable.") from None
+    if version > FORMAT_VERSION:
+        raise _refuse(path, f"it was written in format {version}, newer than this pack reads ({FORMAT_VERSION}); update the pack.")
+    if version < 1:
+        raise _refuse(path, f"format version {version} does not exist.")
+    extra = set(header) - set(_TENSORS) - {"__metadata__"}
+    if extra:
+        raise _refuse(path, f"it holds unexpected tensors {sorted(extra)}.")
+    spans = []
+    for name, (dtype, ndim) in _TENSORS.items():
+        entry = header.get(name)
+        if not isinstance(entry, dict):
+            raise _refuse(path, f"the tensor '{name}' is missing.")
+        shape, offsets = entry.get("shape"), entry.get("data_offsets")
+        if entry.get("dtype") != dtype:
+            raise _refuse(path, f"the tensor '{name}' has dtype {entry.get('dtype')}, expected {dtype}.")
+        if not (isinstance(shape, list) and len(shape) == ndim and all(isinstance(d, int) and 0 < d < 2**31 for d in shape)):
+            raise _refuse(path, f"the tensor '{name}' has an impossible shape {shape}.")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
+            raise _refuse(path, f"the tensor '{name}' has unreadable offsets.")
+        begin, end = offsets
+        if not (0 <= begin <= end <= data_bytes) or end - begin != math.prod(shape) * _ITEM_BYTES[dtype]:
+            raise _refuse(path, f"the tensor '{name}' does not fit the file: it is truncated or corrupt.")
+        spans.append((begin, end))
+    spans.sort()
+    if any(previous_end > begin for (_, previous_end), (begin, _) in zip(spans, spans[1:])):
+        raise _refuse(path, "tensors overlap: the file is corrupt.")
+    shapes = {name: header[name]["shape"] for name in _TENSORS}
+    steps = shapes["maps"][0]
+    if (
+        shapes["noisy_latents"] != shapes["maps"]
+        or shapes["sigmas"] != [steps + 1]
+        or shapes["scales"] != [steps + 1, 2]
+        or shapes["source_latent"] != shapes["maps"][1:]
+    ):
+        raise _refuse(path, f"its tensor shapes do not fit together: {shapes}.")
+    return metadata
+
+
+def _parse_metadata(path: str, metadata: dict) -> dict:
+    try:
+        fingerprint = ModelFingerprint(**json.loads(metadata["fingerprint"]))
+        values = {
+            "eta": float(metadata["eta"]),
+            "seed": int(metadata["seed"]),
+            "source_cfg": float(metadata["source_cfg"]),
+            "rule": metadata["rule"],
+            "variations": int(metadata.get("variations", "1")),
+            "fingerprint": fingerprint,
+            "latent_rgb_factors": _tuple_tree(json.loads(metadata["latent_rgb_factors"])),
+            "latent_rgb_bias": _tuple_tree(json.loads(metadata["latent_rgb_bias"])),
+        }
+    except (KeyError, TypeError, ValueError, RecursionError) as error:
+        raise _refuse(path, f"its metadata is incomplete or unreadable ({type(error).__name__}: {error}).") from None
+    if not (0.0 < values["eta"] <= 1.0) or not math.isfinite(values["source_cfg"]):
+        raise _refuse(path, "its eta or CFG is out of range.")
+    if values["rule"] not in SAMPLING_RULES:
+        raise _refuse(path, f"it uses the step rule {values['rule']!r}, which this version does not know; update the pack.")
+    return values
+
+
+def _tuple_tree(value):
+    if value is None:
+        return None
+    if isinstance(value, list):
+        return tuple(_tuple_tree(v) for v in value)
+    return float(value)
+
+
+def load(path: str, device="cpu") -> NoiseMaps:
+    """Read noise maps written by `save`, checking everything; raises NoiseMapsFileError with the reason."""
+    if not os.path.isfile(path):
+        raise _refuse(path, "there is no such file.")
+    header, data_bytes = _read_header(path)
+    metadata = _check_layout(path, header, data_bytes)
+    values = _parse_metadata(path, metadata)
+    try:
+        tensors = safetensors.torch.load_file(path, device="cpu")
+    except Exception as error:  # safetensors raises its own error types for damaged files
+        raise _refuse(path, f"the data cannot be read ({error}).") from None
+    for name, tensor in tensors.items():
+        if not torch.isfinite(tensor).all():
+            raise _refuse(path, f"the tensor '{name}' holds NaN or infinite values.")
+    sigmas = tensors["sigmas"]
+    if float(sigmas[-1]) != 0.0 or not bool((sigmas[1:] < sigmas[:-1]).all()):
+        raise _refuse(path, "its schedule does not decrease to 0.")
+    try:
+        maps = NoiseMaps(**{name: tensors[name].to(device) for name in _TENSORS}, **values)
+    except ValueError as error:
+        raise _refuse(path, str(error)) from None
+    return maps

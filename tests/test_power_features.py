@@ -1,0 +1,287 @@
+"""Save/load of maps, the SamplerCustomAdvanced path, masked edits and batched variations."""
+
+import json
+import os
+import pathlib
+import struct
+import subprocess
+import sys
+
+import comfy_extras.nodes_custom_sampler as custom_sampler
+import folder_paths
+import pytest
+import tiny_models
+import torch
+from edit_friendly_ddpm.nodes import files, pipeline, serialization
+from edit_friendly_ddpm.nodes.comfy_nodes import EditFriendlyLoadNoiseMaps, EditFriendlySamplerCustom, EditFriendlySaveNoiseMaps
+from edit_friendly_ddpm.nodes.validation import EditFriendlyInputError
+
+TOLERANCE = 1e-4
+
+
+@pytest.fixture
+def comfy_folders(tmp_path):
+    """Point ComfyUI's input and output folders at a temporary place for the test."""
+    before = folder_paths.get_input_directory(), folder_paths.get_output_directory()
+    (tmp_path / "input").mkdir()
+    (tmp_path / "output").mkdir()
+    folder_paths.set_input_directory(str(tmp_path / "input"))
+    folder_paths.set_output_directory(str(tmp_path / "output"))
+    yield tmp_path
+    folder_paths.set_input_directory(before[0])
+    folder_paths.set_output_directory(before[1])
+
+
+@pytest.fixture(scope="module")
+def eps():
+    tiny = tiny_models.sd15_eps(seed=0)
+    latent = tiny_models.latent(tiny, batch=1, height=8, width=12, seed=1)
+    positive, negative = tiny.conditioning(1), tiny.conditioning(2)
+    maps = pipeline.invert(tiny.patcher, positive, negative, latent, 10, 3.5, "ddim_uniform", 1.0, 5)
+    return tiny, latent, positive, negative, maps
+
+
+# ---------------------------------------------------------------------------------------------- save / load
+
+
+def test_save_load_round_trip_regenerates_exactly(eps, comfy_folders):
+    tiny, latent, positive, negative, maps = eps
+    EditFriendlySaveNoiseMaps.execute(maps, "noise_maps/round")
+    saved = sorted((comfy_folders / "output" / "noise_maps").iterdir())
+    assert [p.name for p in saved] == ["round_00001_.safetensors"]
+    (comfy_folders / "input" / "noise_maps").mkdir()
+    saved[0].rename(comfy_folders / "input" / "noise_maps" / saved[0].name)
+    assert files.input_files() == ["noise_maps/round_00001_.safetensors"]
+    assert EditFriendlyLoadNoiseMaps.validate_inputs("noise_maps/round_00001_.safetensors") is True
+    (loaded,) = EditFriendlyLoadNoiseMaps.execute("noise_maps/round_00001_.safetensors").result
+    for name in ("sigmas", "scales", "noisy_latents", "maps", "source_latent"):
+        assert torch.equal(getattr(loaded, name), getattr(maps, name)), name
+    assert (loaded.eta, loaded.seed, loaded.source_cfg, loaded.fingerprint, loaded.latent_rgb_factors) == (
+        maps.eta, maps.seed, maps.source_cfg, maps.fingerprint, maps.latent_rgb_factors
+    )
+    regenerated = pipeline.regenerate(tiny.patcher, positive, negative, loaded, 3.5, 2)
+    assert (regenerated - latent["samples"]).abs().max().item() <= TOLERANCE
+
+
+def test_saving_never_overwrites_a_file(eps, comfy_folders):
+    maps = eps[4]
+    folder = comfy_folders / "output"
+    (folder / "keep_00002_.safetensors").write_bytes(b"a user's file")
+    for _ in range(3):
+        EditFriendlySaveNoiseMaps.execute(maps, "keep")
+    assert (folder / "keep_00002_.safetensors").read_bytes() == b"a user's file"
+    assert len(list(folder.glob("keep_*_.safetensors"))) == 4
+    with pytest.raises(FileExistsError):
+        serialization.save(maps, str(folder / "keep_00002_.safetensors"))
+
+
+@pytest.mark.parametrize("prefix", ["../escape", "/tmp/abs/escape", "noise_maps/../../escape"])
+def test_save_paths_cannot_leave_the_output_folder(eps, comfy_folders, prefix):
+    with pytest.raises(EditFriendlyInputError):
+        EditFriendlySaveNoiseMaps.execute(eps[4], prefix)
+    assert not (comfy_folders / "escape_00001_.safetensors").exists()
+
+
+@pytest.mark.parametrize("name", ["../output/x.safetensors", "/etc/passwd", "noise_maps/../../x.safetensors", "missing.safetensors"])
+def test_load_paths_cannot_leave_the_input_folder(comfy_folders, name):
+    (comfy_folders / "output" / "x.safetensors").write_bytes(b"0")
+    assert isinstance(EditFriendlyLoadNoiseMaps.validate_inputs(name), str)
+    with pytest.raises(EditFriendlyInputError):
+        EditFriendlyLoadNoiseMaps.execute(name)
+
+
+def rewrite_header(data: bytes, change) -> bytes:
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + length])
+    change(header)
+    raw = json.dumps(header).encode()
+    return struct.pack("<Q", len(raw)) + raw + data[8 + length :]
+
+
+def hostile_variants(good: bytes):
+    """Named corruptions of a good file: each must be refused with a NoiseMapsFileError."""
+    (length,) = struct.unpack("<Q", good[:8])
+    nan_maps = serialization.to_bytes(FUZZ_MAPS.replace(maps=FUZZ_MAPS.maps.clone().fill_(float("nan"))))
+    yield "empty", b""
+    yield "random bytes", os.urandom(4096)
+    yield "truncated header", good[: 8 + length // 2]
+    yield "truncated data", good[: len(good) - 100]
+    yield "huge header length", struct.pack("<Q", 2**62) + good[8:]
+    yield "header longer than file", struct.pack("<Q", len(good)) + good[8:]
+    yield "header not json", struct.pack("<Q", 16) + b"{not json at all" + good[24:]
+    yield "header is a list", rewrite_header(good, lambda h: h.clear()).replace(b"{}", b"[]", 1)
+    yield "deep json", struct.pack("<Q", 200000) + b"[" * 100000 + b"]" * 100000
+    yield "newer format", rewrite_header(good, lambda h: h["__metadata__"].update(format_version="99"))
+    yield "not our format", rewrite_header(good, lambda h: h["__metadata__"].update(format="something-else"))
+    yield "no metadata", rewrite_header(good, lambda h: h.pop("__metadata__"))
+    yield "metadata missing eta", rewrite_header(good, lambda h: h["__metadata__"].pop("eta"))
+    yield "eta out of range", rewrite_header(good, lambda h: h["__metadata__"].update(eta="7"))
+    yield "unknown rule", rewrite_header(good, lambda h: h["__metadata__"].update(rule="mystery"))
+    yield "bad fingerprint", rewrite_header(good, lambda h: h["__metadata__"].update(fingerprint='{"x": 1}'))
+    yield "wrong dtype", rewrite_header(good, lambda h: h["maps"].update(dtype="F16"))
+    yield "huge shape", rewrite_header(good, lambda h: h["maps"].update(shape=[2**30, 2**30, 1, 1, 1]))
+    yield "negative shape", rewrite_header(good, lambda h: h["maps"].update(shape=[-1, 1, 4, 8, 12]))
+    yield "shapes disagree", rewrite_header(good, lambda h: h["sigmas"].update(shape=[3], data_offsets=[0, 12]))
+    yield "offsets outside file", rewrite_header(good, lambda h: h["maps"].update(data_offsets=[10**12, 10**12 + 1]))
+    yield "missing tensor", rewrite_header(good, lambda h: h.pop("scales"))
+    yield "extra tensor", rewrite_header(good, lambda h: h.update(extra={"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}))
+    yield "NaN values", nan_maps
+
+
+FUZZ_MAPS = None
+
+
+def test_loader_refuses_corrupt_and_hostile_files(eps, tmp_path):
+    global FUZZ_MAPS
+    FUZZ_MAPS = eps[4]
+    good = serialization.to_bytes(FUZZ_MAPS)
+    for name, data in hostile_variants(good):
+        path = tmp_path / "hostile.safetensors"
+        path.write_bytes(data)
+        with pytest.raises(serialization.NoiseMapsFileError):
+            serialization.load(str(path))
+        path.unlink()
+    (tmp_path / "good.safetensors").write_bytes(good)
+    assert torch.equal(serialization.load(str(tmp_path / "good.safetensors")).maps, FUZZ_MAPS.maps)
+
+
+FUZZ_SCRIPT = r"""
+import os, random, sys
+sys.path[:0] = sys.argv[1:3]
+import conftest
+from edit_friendly_ddpm.nodes import serialization
+good = open(sys.argv[3], "rb").read()
+rng = random.Random(0)
+outcomes = {"refused": 0, "loaded": 0}
+path = sys.argv[3] + ".fuzz"
+for trial in range(300):
+    data = bytearray(good)
+    for _ in range(rng.randint(1, 8)):
+        kind = rng.random()
+        if kind < 0.5:  # flip bytes, mostly in the header where the structure is
+            at = rng.randrange(0, min(len(data), 8 + 2048) if rng.random() < 0.8 else len(data))
+            data[at] = rng.randrange(256)
+        elif kind < 0.8:
+            data = data[: rng.randrange(len(data))]
+        else:
+            at = rng.randrange(len(data))
+            data[at:at] = os.urandom(rng.randrange(1, 64))
+        if not data:
+            break
+    with open(path, "wb") as handle:
+        handle.write(data)
+    try:
+        serialization.load(path)
+        outcomes["loaded"] += 1
+    except serialization.NoiseMapsFileError:
+        outcomes["refused"] += 1
+print(outcomes["refused"], outcomes["loaded"])
+"""
+
+
+def test_random_corruption_never_crashes_or_hangs_the_process(eps, tmp_path):
+    # In a child process: a crash (segfault) or hang there shows up here as a failure, not a dead test run.
+    good = tmp_path / "good.safetensors"
+    good.write_bytes(serialization.to_bytes(eps[4]))
+    tests = pathlib.Path(__file__).parent
+    result = subprocess.run(
+        [sys.executable, "-c", FUZZ_SCRIPT, str(tests), os.environ.get("EF_COMFYUI", str(tests.parent / ".cache" / "ComfyUI")), str(good)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    refused, loaded = map(int, result.stdout.split()[-2:])
+    assert refused + loaded == 300 and refused > 250  # byte flips inside tensor data may still load: that is fine
+
+
+def test_maps_for_another_family_are_refused_after_loading(eps, comfy_folders):
+    maps = eps[4]
+    path = comfy_folders / "input" / "eps.safetensors"
+    serialization.save(maps, str(path))
+    (loaded,) = EditFriendlyLoadNoiseMaps.execute("eps.safetensors").result
+    flow = tiny_models.sd3_flow(seed=0)
+    with pytest.raises(EditFriendlyInputError, match="another model family"):
+        pipeline.regenerate(flow.patcher, flow.conditioning(1), flow.conditioning(2), loaded, 3.5, 0)
+
+
+# ---------------------------------------------------------------------------------------------- custom sampling
+
+
+def run_custom(guider, maps, skip, noise=None, sigmas=None):
+    sampler, own_sigmas, latent = EditFriendlySamplerCustom.execute(maps, skip).result
+    noise = noise or custom_sampler.DisableNoise.execute().result[0]
+    output = custom_sampler.SamplerCustomAdvanced.execute(noise, guider, sampler, own_sigmas if sigmas is None else sigmas, latent).result
+    return output[0]["samples"]
+
+
+def test_sampler_custom_advanced_with_cfg_guider_reconstructs(eps):
+    tiny, latent, positive, negative, maps = eps
+    (guider,) = custom_sampler.CFGGuider.execute(tiny.patcher, positive, negative, 3.5).result
+    assert (run_custom(guider, maps, 3) - latent["samples"]).abs().max().item() <= TOLERANCE
+    (edit_guider,) = custom_sampler.CFGGuider.execute(tiny.patcher, tiny.conditioning(9), negative, 9.0).result
+    assert (run_custom(edit_guider, maps, 3) - latent["samples"]).abs().max().item() > 0.01
+
+
+def test_basic_guider_on_flux_reconstructs():
+    flux = tiny_models.flux_flow(seed=0)
+    latent = tiny_models.latent(flux, height=8, width=8, seed=2)
+    positive = flux.conditioning(1)
+    maps = pipeline.invert(flux.patcher, positive, flux.conditioning(2), latent, 8, 1.0, "simple", 1.0, 0)
+    (guider,) = custom_sampler.BasicGuider.execute(flux.patcher, positive).result
+    assert (run_custom(guider, maps, 2) - latent["samples"]).abs().max().item() <= TOLERANCE
+
+
+def test_dual_cfg_guider_drives_an_edit(eps):
+    tiny, latent, positive, negative, maps = eps
+    (guider,) = custom_sampler.DualCFGGuider.execute(tiny.patcher, tiny.conditioning(9), positive, negative, 6.0, 2.0, "regular").result
+    edited = run_custom(guider, maps, 2)
+    assert torch.isfinite(edited).all() and (edited - latent["samples"]).abs().max().item() > 0.01
+
+
+def test_sigmas_that_are_not_the_maps_are_refused(eps):
+    tiny, latent, positive, negative, maps = eps
+    (guider,) = custom_sampler.CFGGuider.execute(tiny.patcher, positive, negative, 3.5).result
+    (other,) = custom_sampler.BasicScheduler.execute(tiny.patcher, "karras", 10, 1.0).result
+    with pytest.raises(ValueError, match="not a tail of the schedule"):
+        run_custom(guider, maps, 0, sigmas=other)
+
+
+# ---------------------------------------------------------------------------------------------- masked edits
+
+
+def test_hard_mask_keeps_the_source_outside_exactly(eps):
+    tiny, latent, positive, negative, maps = eps
+    mask = torch.zeros(1, 8, 12)
+    mask[:, :, :6] = 1.0
+    edited = pipeline.regenerate(tiny.patcher, tiny.conditioning(9), negative, maps, 9.0, 2, mask)
+    source = latent["samples"]
+    assert (edited[..., 6:] - source[..., 6:]).abs().max().item() <= 1e-5
+    assert (edited[..., :6] - source[..., :6]).abs().mean().item() > 0.05
+
+
+def test_soft_mask_blends_smoothly(eps):
+    tiny, latent, positive, negative, maps = eps
+    ramp = torch.linspace(0.0, 1.0, 12).expand(1, 8, 12)
+    target = tiny.conditioning(9)
+    full = pipeline.regenerate(tiny.patcher, target, negative, maps, 9.0, 2)
+    soft = pipeline.regenerate(tiny.patcher, target, negative, maps, 9.0, 2, ramp)
+    change = (soft - latent["samples"]).abs().mean(dim=(0, 1, 2))  # per column
+    full_change = (full - latent["samples"]).abs().mean(dim=(0, 1, 2))
+    assert change[0].item() <= 1e-5
+    assert change[:4].mean() < change[4:8].mean() < change[8:].mean()
+    assert change[-1].item() == pytest.approx(full_change[-1].item(), rel=0.5)
+
+
+# ---------------------------------------------------------------------------------------------- variations
+
+
+def test_variations_are_batched_seeds_that_each_reconstruct(eps):
+    tiny, latent, positive, negative, _ = eps
+    batched = pipeline.invert(tiny.patcher, positive, negative, latent, 10, 3.5, "ddim_uniform", 1.0, 5, variations=3)
+    assert batched.latent_shape[0] == 3 and batched.variations == 3
+    regenerated = pipeline.regenerate(tiny.patcher, positive, negative, batched, 3.5, 2)
+    assert (regenerated - latent["samples"].expand(3, -1, -1, -1)).abs().max().item() <= TOLERANCE
+    for k in range(3):
+        single = pipeline.invert(tiny.patcher, positive, negative, latent, 10, 3.5, "ddim_uniform", 1.0, 5 + k)
+        assert torch.allclose(batched.maps[:, k], single.maps[:, 0], atol=1e-3), k
+    edits = pipeline.regenerate(tiny.patcher, tiny.conditioning(9), negative, batched, 9.0, 2)
+    assert (edits[0] - edits[1]).abs().mean() > 0.01 and (edits[1] - edits[2]).abs().mean() > 0.01
