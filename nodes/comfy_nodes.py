@@ -8,7 +8,7 @@ import comfy.samplers
 from comfy_api.latest import ComfyExtension, io
 from typing_extensions import override
 
-from . import files, pipeline
+from . import files, inspection, pipeline
 from .transforms import FILL_MODES, colour_noise_maps, parse_hex_colour, shift_noise_maps
 from .sockets import NoiseMapsSocket
 from .validation import EditFriendlyInputError, check_maps, check_shift, check_skip, fit_mask
@@ -259,6 +259,43 @@ class EditFriendlyLoadNoiseMaps(io.ComfyNode):
         return files.input_file_problem(file) or True
 
 
+class EditFriendlyNoiseMapPreview(io.ComfyNode):
+    """Shows what the noise maps look like: chosen steps as pictures, and per-step statistics as a plot.
+
+    Edit-friendly maps are not white noise: their std departs from 1 and neighbouring steps
+    correlate, because they carry the image's structure (the paper's analysis). Each tile is one
+    step's map through the model's preview colours, captioned with its std and its correlation with
+    the next step.
+    """
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="EditFriendlyNoiseMapPreview",
+            display_name="Noise Map Preview",
+            category=CATEGORY,
+            description=_description(cls),
+            inputs=[
+                NoiseMapsSocket.Input("noise_maps", tooltip=NOISE_MAPS_TOOLTIP),
+                io.Int.Input("count", default=8, min=1, max=64, tooltip="How many steps to show, spread evenly from the noisiest to the residual."),
+                io.Int.Input("batch_index", default=0, min=0, max=4095, tooltip="Which image of the batch (or variation) to show."),
+            ],
+            outputs=[
+                io.Image.Output(display_name="maps", tooltip="One tile per chosen step, captioned with sigma, std and lag-1 correlation."),
+                io.Image.Output(display_name="statistics", tooltip="Plot of per-step std and lag-1 correlation of the maps."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, noise_maps, count, batch_index) -> io.NodeOutput:
+        check_maps(noise_maps)
+        if not 0 <= batch_index < noise_maps.batch_size:
+            raise EditFriendlyInputError(f"batch_index {batch_index} is outside the maps' batch of {noise_maps.batch_size}.")
+        grid = inspection.render_map_grid(noise_maps, count, batch_index)
+        plot = inspection.render_statistics_plot(noise_maps, batch_index)
+        return io.NodeOutput(grid, plot)
+
+
 NODES = [
     EditFriendlyDDPMInversion,
     EditFriendlySampler,
@@ -266,6 +303,7 @@ NODES = [
     EditFriendlySamplerCustom,
     EditFriendlySaveNoiseMaps,
     EditFriendlyLoadNoiseMaps,
+    EditFriendlyNoiseMapPreview,
 ]
 
 

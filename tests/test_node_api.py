@@ -25,6 +25,7 @@ PUBLIC_INPUTS = {
     "EditFriendlySamplerCustom": {"noise_maps": None, "skip": 36, "mask": None},
     "EditFriendlySaveNoiseMaps": {"noise_maps": None, "filename_prefix": "noise_maps/ef"},
     "EditFriendlyLoadNoiseMaps": {"file": None},
+    "EditFriendlyNoiseMapPreview": {"noise_maps": None, "count": 8, "batch_index": 0},
 }
 DISPLAY_NAMES = {
     "EditFriendlyDDPMInversion": "Edit-Friendly DDPM Inversion",
@@ -33,6 +34,7 @@ DISPLAY_NAMES = {
     "EditFriendlySamplerCustom": "Edit-Friendly Sampler (Custom Sampling)",
     "EditFriendlySaveNoiseMaps": "Save Noise Maps",
     "EditFriendlyLoadNoiseMaps": "Load Noise Maps",
+    "EditFriendlyNoiseMapPreview": "Noise Map Preview",
 }
 
 

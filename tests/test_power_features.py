@@ -285,3 +285,27 @@ def test_variations_are_batched_seeds_that_each_reconstruct(eps):
         assert torch.allclose(batched.maps[:, k], single.maps[:, 0], atol=1e-3), k
     edits = pipeline.regenerate(tiny.patcher, tiny.conditioning(9), negative, batched, 9.0, 2)
     assert (edits[0] - edits[1]).abs().mean() > 0.01 and (edits[1] - edits[2]).abs().mean() > 0.01
+
+
+# ---------------------------------------------------------------------------------------------- map previews
+
+
+def test_preview_renders_chosen_steps_and_the_statistics_plot(eps):
+    from edit_friendly_ddpm.nodes import inspection
+    from edit_friendly_ddpm.nodes.comfy_nodes import EditFriendlyNoiseMapPreview
+
+    maps = eps[4]
+    grid, plot = EditFriendlyNoiseMapPreview.execute(maps, 4, 0).result
+    steps = inspection.chosen_steps(maps.steps, 4)
+    assert steps[0] == 0 and steps[-1] == maps.steps - 1 and len(steps) == 4
+    for image in (grid, plot):
+        assert image.ndim == 4 and image.shape[0] == 1 and image.shape[-1] == 3
+        assert torch.isfinite(image).all() and image.min() >= 0 and image.max() <= 1
+    tile = inspection.TILE // max(maps.latent_shape[-2:])
+    assert grid.shape[2] == len(steps) * maps.latent_shape[-1] * tile
+    assert grid[0, : maps.latent_shape[-2] * tile].std() > 0.1  # the tiles show structure, not a flat colour
+    std, correlation = inspection.map_statistics(maps)
+    assert std.shape == (maps.steps - 1,) and correlation.shape == (maps.steps - 2,)
+    assert torch.allclose(std.float(), maps.maps[:-1, 0].flatten(1).std(dim=1), rtol=1e-4)
+    with pytest.raises(EditFriendlyInputError, match="batch_index"):
+        EditFriendlyNoiseMapPreview.execute(maps, 4, 1)
