@@ -9,6 +9,7 @@ Prints wall-clock figures and ratios:
 - edit / KSamplerAdvanced over the same remaining steps: an edit is one partial pass;
 - batched CFG (ours: conditional and unconditional in one UNet call) against the reference
   implementation's structure (two separate UNet calls per step);
+- several variations (seeds) inverted in one batched run against one inversion per seed;
 - bytes held by the noise maps, and peak process memory during inversion and plain sampling.
 Weights are random (timing needs no trained weights); the models are real ComfyUI model classes.
 """
@@ -149,6 +150,12 @@ def bench(name, build, steps, cfg, skip, repeats):
     split = split_cfg_batch(patcher)
     split_time, _ = timed(lambda: pipeline.invert(split, positive, negative, latent, steps, cfg, scheduler, 1.0, 0), repeats)
 
+    variations = 4
+    batched_time, _ = timed(lambda: pipeline.invert(patcher, positive, negative, latent, steps, cfg, scheduler, 1.0, 0, variations), repeats)
+    one_by_one_time, _ = timed(
+        lambda: [pipeline.invert(patcher, positive, negative, latent, steps, cfg, scheduler, 1.0, seed) for seed in range(variations)], repeats
+    )
+
     latent_bytes = latent["samples"].numel() * latent["samples"].element_size()
     print(f"\n== {name}: latent {tuple(latent['samples'].shape)}, {maps.steps} steps, cfg {cfg}, skip {skip}, median of {repeats}")
     print(f"KSampler (ddpm)            {ksampler_time:8.3f} s")
@@ -156,6 +163,7 @@ def bench(name, build, steps, cfg, skip, repeats):
     print(f"KSamplerAdvanced from {skip:<4} {advanced_time:8.3f} s")
     print(f"edit from skip {skip:<4}        {edit_time:8.3f} s   ratio {edit_time / advanced_time:.3f}  (target <= 1.05)")
     print(f"two UNet calls per step    {split_time:8.3f} s   batched is {split_time / inversion_time:.2f}x faster")
+    print(f"{variations} variations batched  {batched_time:8.3f} s   vs one inversion per seed {one_by_one_time:.3f} s: {one_by_one_time / batched_time:.2f}x faster")
     print(f"noise maps hold            {maps.nbytes() / 2**20:8.2f} MiB = {maps.nbytes() / latent_bytes:.1f} x the latent ({2 * maps.steps + 1} latents + schedule)")
     print(f"peak memory rise: inversion {inversion_memory.rise / 2**20:.1f} MiB, plain sampling {sampling_memory.rise / 2**20:.1f} MiB")
     print(f"maps stored on             {maps.maps.device}")
