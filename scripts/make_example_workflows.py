@@ -43,7 +43,23 @@ SOCKETS = {
     "SolidMask": ([], [("MASK", "MASK")]),
     "MaskComposite": ([("destination", "MASK"), ("source", "MASK")], [("MASK", "MASK")]),
     "MarkdownNote": ([], []),
+    "EditFriendlySaveNoiseMaps": ([("noise_maps", "EF_NOISE_MAPS")], []),
+    "EditFriendlyLoadNoiseMaps": ([], [("noise_maps", "EF_NOISE_MAPS")]),
+    "EditFriendlySamplerCustom": (
+        [("noise_maps", "EF_NOISE_MAPS"), ("mask", "MASK", True)],
+        [("SAMPLER", "SAMPLER"), ("SIGMAS", "SIGMAS"), ("LATENT", "LATENT")],
+    ),
+    "EditFriendlyNoiseMapPreview": ([("noise_maps", "EF_NOISE_MAPS")], [("maps", "IMAGE"), ("statistics", "IMAGE")]),
+    "CFGGuider": ([("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING")], [("GUIDER", "GUIDER")]),
+    "DisableNoise": ([], [("NOISE", "NOISE")]),
+    "SamplerCustomAdvanced": (
+        [("noise", "NOISE"), ("guider", "GUIDER"), ("sampler", "SAMPLER"), ("sigmas", "SIGMAS"), ("latent_image", "LATENT")],
+        [("output", "LATENT"), ("denoised_output", "LATENT")],
+    ),
+    "PreviewImage": ([("images", "IMAGE")], []),
 }
+# The sampler as the frontend shows it with its optional mask socket (the first examples predate it).
+SAMPLER_WITH_MASK = (SOCKETS["EditFriendlySampler"][0] + [("mask", "MASK", True)], SOCKETS["EditFriendlySampler"][1])
 COLUMN, ROW = 380, 60
 
 
@@ -54,9 +70,9 @@ class Workflow:
         self.links: list[list] = []
         self.groups: list[dict] = []
 
-    def node(self, kind, widgets=(), col=0, row=0, title=None, size=(320, 120), **inputs) -> int:
+    def node(self, kind, widgets=(), col=0, row=0, title=None, size=(320, 120), sockets=None, **inputs) -> int:
         node_id = len(self.nodes) + 1
-        socket_inputs, socket_outputs = SOCKETS[kind]
+        socket_inputs, socket_outputs = sockets or SOCKETS[kind]
         node = {
             "id": node_id,
             "type": kind,
@@ -132,7 +148,7 @@ class Workflow:
         }
 
 
-def _common(wf: Workflow, source_prompt=SOURCE_PROMPT):
+def _common(wf: Workflow, source_prompt=SOURCE_PROMPT, variations=None):
     """Checkpoint, image, encode, source prompt, negative prompt and inversion with paper defaults."""
     ckpt = wf.node("CheckpointLoaderSimple", [CHECKPOINT], col=0, row=0, size=(320, 100))
     image = wf.node("LoadImage", [IMAGE, "image"], col=0, row=3, size=(320, 360))
@@ -140,7 +156,8 @@ def _common(wf: Workflow, source_prompt=SOURCE_PROMPT):
     source = wf.node("CLIPTextEncode", [source_prompt], col=1, row=0, title="Source prompt (describes the input image)", clip=(ckpt, 1))
     negative = wf.node("CLIPTextEncode", [NEGATIVE_PROMPT], col=1, row=4, title="Negative prompt", clip=(ckpt, 1))
     inversion = wf.node(
-        "EditFriendlyDDPMInversion", [STEPS, SOURCE_CFG, "ddim_uniform", 1.0, 0, "fixed"], col=2, row=0, size=(320, 250),
+        "EditFriendlyDDPMInversion", [STEPS, SOURCE_CFG, "ddim_uniform", 1.0, 0, "fixed"] + ([variations] if variations else []),
+        col=2, row=0, size=(320, 270 if variations else 250),
         model=(ckpt, 0), positive=(source, 0), negative=(negative, 0), latent_image=(latent, 0),
     )
     return ckpt, image, negative, inversion, source, latent
@@ -247,12 +264,148 @@ def noise_map_manipulations() -> Workflow:
     return wf
 
 
+MAPS_FILE = "noise_maps/ef_00001_.safetensors"  # where Save Noise Maps' default prefix puts the first file
+
+
+def save_noise_maps() -> Workflow:
+    wf = Workflow("save_noise_maps")
+    ckpt, image, negative, inversion, source, latent = _common(wf)
+    wf.node("EditFriendlySaveNoiseMaps", ["noise_maps/ef"], col=3, row=0, size=(320, 90), noise_maps=(inversion, 0))
+    wf.note(
+        "## Save an inversion for later\n\nThe inversion is the expensive part (one full sampling pass). **Save Noise Maps** "
+        "writes its maps to `ComfyUI/output/noise_maps/ef_00001_.safetensors` (numbered; an existing file is never "
+        "overwritten).\n\nTo edit from them later, move or copy the file into `ComfyUI/input/noise_maps/` and open the "
+        "*edit from saved noise maps* example. The file holds the source latent, the schedule, the seed and the source "
+        "CFG; it does not hold the model, so edit with the same base model.",
+        col=3, row=3, title="What this shows", size=(380, 300),
+    )
+    return wf
+
+
+def load_noise_maps() -> Workflow:
+    wf = Workflow("edit_from_saved_noise_maps")
+    ckpt = wf.node("CheckpointLoaderSimple", [CHECKPOINT], col=0, row=0, size=(320, 100))
+    maps = wf.node("EditFriendlyLoadNoiseMaps", [MAPS_FILE], col=0, row=3, size=(320, 90))
+    target = wf.node("CLIPTextEncode", ["a close-up photo of a tiger"], col=1, row=0, title="Target prompt (the image as you want it)", clip=(ckpt, 1))
+    negative = wf.node("CLIPTextEncode", [NEGATIVE_PROMPT], col=1, row=4, title="Negative prompt", clip=(ckpt, 1))
+    sampler = wf.node("EditFriendlySampler", [TARGET_CFG, SKIP], col=2, row=0, size=(320, 150),
+                      model=(ckpt, 0), positive=(target, 0), negative=(negative, 0), noise_maps=(maps, 0))
+    decode = wf.node("VAEDecode", col=2, row=4, samples=(sampler, 0), vae=(ckpt, 2), size=(220, 50))
+    wf.node("SaveImage", ["edit_friendly/from_saved_maps"], col=3, row=0, size=(320, 300), images=(decode, 0))
+    wf.note(
+        "## Edit from saved noise maps\n\nNo image and no inversion here: **Load Noise Maps** reads maps saved by the "
+        "*save noise maps* example. Put the file into `ComfyUI/input/` or `ComfyUI/input/noise_maps/` and press **R** "
+        "(refresh) so that the file list shows it. Every file is checked before use.\n\n"
+        "* Pick the checkpoint the maps were made with; maps of another model family are refused.\n"
+        f"* The source prompt with the source CFG ({SOURCE_CFG}) gives the original image back; another prompt edits "
+        f"it (target `cfg` {TARGET_CFG:g}, `skip` {SKIP} of {STEPS}, as in text-guided editing).",
+        col=0, row=6, title="What this shows", size=(420, 300),
+    )
+    return wf
+
+
+def custom_sampling() -> Workflow:
+    wf = Workflow("sampler_custom_advanced")
+    ckpt, image, negative, inversion, source, latent = _common(wf)
+    target = wf.node("CLIPTextEncode", ["a close-up photo of a tiger"], col=2, row=5, title="Target prompt (the image as you want it)", clip=(ckpt, 1))
+    custom = wf.node("EditFriendlySamplerCustom", [SKIP], col=3, row=0, size=(320, 120), noise_maps=(inversion, 0))
+    guider = wf.node("CFGGuider", [TARGET_CFG], col=3, row=3, size=(320, 120), title="CFGGuider (target prompt, target CFG)",
+                     model=(ckpt, 0), positive=(target, 0), negative=(negative, 0))
+    noise = wf.node("DisableNoise", col=3, row=6, size=(220, 30), title="DisableNoise (the maps are the noise)")
+    sampled = wf.node("SamplerCustomAdvanced", col=4, row=0, size=(300, 140),
+                      noise=(noise, 0), guider=(guider, 0), sampler=(custom, 0), sigmas=(custom, 1), latent_image=(custom, 2))
+    decode = wf.node("VAEDecode", col=4, row=4, samples=(sampled, 0), vae=(ckpt, 2), size=(220, 50))
+    stitch = wf.node("ImageStitch", ["right", True, 0, "white"], col=5, row=0, title="Input | edit", size=(320, 150), image1=(image, 0), image2=(decode, 0))
+    wf.node("SaveImage", ["edit_friendly/custom_sampling"], col=6, row=0, size=(400, 420), images=(stitch, 0))
+    wf.note(
+        "## Edit through SamplerCustomAdvanced\n\n**Edit-Friendly Sampler (Custom Sampling)** turns the noise maps into a "
+        "`SAMPLER`, the `SIGMAS` left after `skip`, and the `LATENT` to start from; **SamplerCustomAdvanced** runs them "
+        "with any guider. Here `CFGGuider` gives the same edit as the Edit-Friendly Sampler; swap in `DualCFGGuider`, "
+        "`PerpNegGuider` or `BasicGuider` (Flux) as you like. The noise input is not used (the maps are the noise), "
+        "hence `DisableNoise`.\n\n"
+        f"Guiding with the source prompt and the source CFG ({SOURCE_CFG}) gives the input back exactly.",
+        col=4, row=6, title="What this shows", size=(400, 300),
+    )
+    return wf
+
+
+def masked_edit() -> Workflow:
+    wf = Workflow("masked_edit")
+    ckpt, image, negative, inversion, source, latent = _common(wf)
+    target = wf.node("CLIPTextEncode", ["a close-up photo of a tiger"], col=2, row=5, title="Target prompt (the image as you want it)", clip=(ckpt, 1))
+    zeros = wf.node("SolidMask", [0.0, 512, 512], col=2, row=10, size=(260, 110))
+    square = wf.node("SolidMask", [1.0, 256, 256], col=2, row=13, size=(260, 110))
+    mask = wf.node("MaskComposite", [128, 128, "add"], col=3, row=10, title="Edit only the centre square", size=(260, 150), destination=(zeros, 0), source=(square, 0))
+    sampler = wf.node("EditFriendlySampler", [TARGET_CFG, SKIP], col=3, row=0, size=(320, 170), sockets=SAMPLER_WITH_MASK,
+                      model=(ckpt, 0), positive=(target, 0), negative=(negative, 0), noise_maps=(inversion, 0), mask=(mask, 0))
+    decode = wf.node("VAEDecode", col=3, row=4, samples=(sampler, 0), vae=(ckpt, 2), size=(220, 50))
+    stitch = wf.node("ImageStitch", ["right", True, 0, "white"], col=4, row=0, title="Input | edit", size=(320, 150), image1=(image, 0), image2=(decode, 0))
+    wf.node("SaveImage", ["edit_friendly/masked_edit"], col=5, row=0, size=(400, 420), images=(stitch, 0))
+    wf.note(
+        "## Edit inside a mask only\n\nThe sampler's optional `mask` (1 = edit) confines the edit: outside it the latent "
+        "stays the source latent, inside it follows the target prompt; a soft mask blends. The mask is resized to the "
+        "latent when its aspect ratio matches the image's.\n\nHere the mask is the centre square. To paint your own, "
+        "right-click **Load Image** > *Open in MaskEditor* and connect its `MASK` output to the sampler's `mask` instead "
+        "(Load Image's mask is 1 where you painted).",
+        col=3, row=5, title="What this shows", size=(380, 300),
+    )
+    return wf
+
+
+VARIATIONS = 4
+
+
+def variations() -> Workflow:
+    wf = Workflow("batched_variations")
+    ckpt, image, negative, inversion, source, latent = _common(wf, variations=VARIATIONS)
+    target = wf.node("CLIPTextEncode", ["a close-up photo of a tiger"], col=2, row=6, title="Target prompt (the image as you want it)", clip=(ckpt, 1))
+    sampler = wf.node("EditFriendlySampler", [TARGET_CFG, SKIP], col=3, row=0, size=(320, 150),
+                      model=(ckpt, 0), positive=(target, 0), negative=(negative, 0), noise_maps=(inversion, 0))
+    decode = wf.node("VAEDecode", col=3, row=4, samples=(sampler, 0), vae=(ckpt, 2), size=(220, 50))
+    wf.node("SaveImage", ["edit_friendly/variations"], col=4, row=0, size=(600, 420), images=(decode, 0))
+    wf.note(
+        f"## {VARIATIONS} different edits from one run\n\nWith `variations` {VARIATIONS} the inversion makes maps for the "
+        f"seeds `seed` .. `seed + {VARIATIONS - 1}` in one batched pass, and one sampler turns them into {VARIATIONS} "
+        "edits of the same image under the same prompt, as a batch of images. The paper's point: different seeds give "
+        "different, equally faithful edits, so pick the one you like.\n\nEach variation alone still gives the input "
+        "back with the source prompt and CFG.",
+        col=3, row=6, title="What this shows", size=(380, 280),
+    )
+    return wf
+
+
+def noise_map_preview() -> Workflow:
+    wf = Workflow("noise_map_preview")
+    ckpt, image, negative, inversion, source, latent = _common(wf)
+    preview = wf.node("EditFriendlyNoiseMapPreview", [8, 0], col=3, row=0, size=(320, 100), noise_maps=(inversion, 0))
+    wf.node("PreviewImage", col=4, row=0, size=(520, 360), title="Noise maps (chosen steps)", images=(preview, 0))
+    wf.node("PreviewImage", col=4, row=7, size=(520, 360), title="Per-step statistics", images=(preview, 1))
+    wf.note(
+        "## Looking at the noise maps\n\n**Noise Map Preview** shows `count` steps' maps, spread from the noisiest to the "
+        "last, through the model's preview colours, and a plot of each step's standard deviation and its correlation "
+        "with the next step.\n\nUnlike the white noise of ordinary sampling, edit-friendly maps carry the image: their "
+        "std departs from 1 and neighbouring steps correlate, which is why they keep the structure when the prompt "
+        "changes. `batch_index` picks the image of a batch or a variation.",
+        col=3, row=3, title="What this shows", size=(380, 300),
+    )
+    return wf
+
+
 WORKFLOWS = {
     "text_guided_editing": text_editing,
     "exact_reconstruction": reconstruction,
     "multiple_edits_one_inversion": multiple_edits,
     "noise_map_shift_and_colour": noise_map_manipulations,
+    "save_noise_maps": save_noise_maps,
+    "edit_from_saved_noise_maps": load_noise_maps,
+    "sampler_custom_advanced": custom_sampling,
+    "masked_edit": masked_edit,
+    "batched_variations": variations,
+    "noise_map_preview": noise_map_preview,
 }
+# Examples with end-to-end tests of their own (tests/test_server_power.py) rather than the generic run:
+# they need a file moved between runs, other nodes' skips scaled, or checks of their own.
+FEATURE_WORKFLOWS = ("save_noise_maps", "edit_from_saved_noise_maps", "sampler_custom_advanced", "masked_edit", "batched_variations", "noise_map_preview")
 
 
 def build_all() -> dict[str, dict]:

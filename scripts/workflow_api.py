@@ -112,6 +112,12 @@ def ui_to_api(workflow: dict, object_info: dict) -> dict:
             position = 0
             for name, count in widget_names(info):
                 if position >= len(values):
+                    spec, section = _input_spec(info, name)
+                    if section == "optional":
+                        # Saved before the node gained this optional input: the frontend shows its default.
+                        if "default" in input_options(spec):
+                            inputs[name] = input_options(spec)["default"]
+                        continue
                     raise WorkflowError(f"node {node_id} ({kind}): no widget value for {name!r}")
                 inputs[name] = values[position]
                 position += count
