@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 import pytest
+from test_node_api import PUBLIC_INPUTS
 from PIL import Image
 
 from comfy_server import PACK_NAME, PACK_NODES, TINY_SD3, TINY_SD3_VAE, TINY_SD15, QueueError, execution_error
@@ -30,22 +31,15 @@ import make_example_workflows  # noqa: E402  (scripts/ is on the path once comfy
 
 BASIC_WORKFLOWS = [name for name in WORKFLOWS if name not in make_example_workflows.FEATURE_WORKFLOWS]
 
-DOCUMENTED = {
-    "EditFriendlyDDPMInversion": {
-        "inputs": ["model", "positive", "negative", "latent_image", "steps", "cfg", "scheduler", "eta", "seed"],
-        "defaults": {"steps": 100, "cfg": 3.5, "scheduler": "ddim_uniform", "eta": 1.0, "seed": 0},
-        "outputs": ["EF_NOISE_MAPS"],
-    },
-    "EditFriendlySampler": {
-        "inputs": ["model", "positive", "negative", "noise_maps", "cfg", "skip"],
-        "defaults": {"cfg": 15.0, "skip": 36},
-        "outputs": ["LATENT"],
-    },
-    "EditFriendlyNoiseMapTransform": {
-        "inputs": ["noise_maps", "dx", "dy", "fill", "fill_seed", "color", "color_strength", "start_percent", "end_percent", "mask"],
-        "defaults": {"dx": 0, "dy": 0, "fill": "noise", "fill_seed": 0, "color": "#ff0000", "color_strength": 0.0, "start_percent": 0.0, "end_percent": 1.0},
-        "outputs": ["EF_NOISE_MAPS"],
-    },
+# The server must publish exactly the public inputs and defaults that test_node_api pins.
+OUTPUTS = {
+    "EditFriendlyDDPMInversion": ["EF_NOISE_MAPS"],
+    "EditFriendlySampler": ["LATENT"],
+    "EditFriendlyNoiseMapTransform": ["EF_NOISE_MAPS"],
+    "EditFriendlySamplerCustom": ["SAMPLER", "SIGMAS", "LATENT"],
+    "EditFriendlySaveNoiseMaps": [],
+    "EditFriendlyLoadNoiseMaps": ["EF_NOISE_MAPS"],
+    "EditFriendlyNoiseMapPreview": ["IMAGE", "IMAGE"],
 }
 
 
@@ -116,20 +110,21 @@ def small_graph(steps=3, skip=1, cfg=3.5, latent_from=("3", 0), model=("1", 0)) 
 
 # -- node definitions and templates ------------------------------------------------------------
 
-@pytest.mark.parametrize("node", PACK_NODES)
+@pytest.mark.parametrize("node", list(PUBLIC_INPUTS))
 def test_object_info_documents_the_node(object_info, node):
     info = object_info[node]
-    expected = DOCUMENTED[node]
+    expected = PUBLIC_INPUTS[node]
     order = info["input_order"]["required"] + info["input_order"].get("optional", [])
-    assert order == expected["inputs"]
-    assert info["output"] == expected["outputs"]
-    assert info["category"] == "edit_friendly_ddpm"
+    assert order == list(expected)
+    assert info["output"] == OUTPUTS[node]
+    assert info["category"].split("/")[0] == "edit_friendly_ddpm"
     assert info["description"].strip()
     specs = {**info["input"]["required"], **info["input"].get("optional", {})}
     for name in order:
         assert specs[name][1].get("tooltip", "").strip(), f"{node}.{name} has no tooltip"
-    for name, default in expected["defaults"].items():
-        assert specs[name][1]["default"] == default, name
+    for name, default in expected.items():
+        if default is not None:
+            assert specs[name][1]["default"] == default, name
     assert len(info["output_tooltips"]) == len(info["output"]) and all(t.strip() for t in info["output_tooltips"])
     if node == "EditFriendlyDDPMInversion":
         assert specs["seed"][1].get("control_after_generate") is True
