@@ -132,16 +132,23 @@ export function updateSkipLimit(node) {
   return true;
 }
 
-function updateAllSamplers(graph = app.graph) {
+// The hints are a convenience: a failure is reported once and never breaks drawing or editing.
+let warned = false;
+function safeUpdateSkipLimit(node) {
+  try {
+    updateSkipLimit(node);
+  } catch (error) {
+    if (!warned) console.warn("[edit-friendly-ddpm] could not update the skip limit", error);
+    warned = true;
+  }
+}
+
+function updateAllSamplers(graph = app.graph, depth = 0) {
   const nodes = graph?._nodes ?? graph?.nodes ?? [];
   for (const node of nodes) {
-    try {
-      if ((node.comfyClass ?? node.type) === SAMPLER_NODE) updateSkipLimit(node);
-      // Nodes inside subgraphs.
-      if (node.subgraph && node.subgraph !== graph) updateAllSamplers(node.subgraph);
-    } catch (error) {
-      console.warn("[edit-friendly-ddpm] could not update the skip limit", error);
-    }
+    if ((node.comfyClass ?? node.type) === SAMPLER_NODE) safeUpdateSkipLimit(node);
+    // Nodes inside subgraphs.
+    if (node.subgraph && node.subgraph !== graph && depth < 8) updateAllSamplers(node.subgraph, depth + 1);
   }
 }
 
@@ -180,7 +187,7 @@ app.registerExtension({
     if (name === SAMPLER_NODE) {
       // Catches changes no hook reports (e.g. the steps typed into the inversion) while the canvas draws.
       chainCallback(nodeType.prototype, "onDrawForeground", function () {
-        updateSkipLimit(this);
+        safeUpdateSkipLimit(this);
       });
     }
   },
@@ -191,7 +198,7 @@ app.registerExtension({
       if (steps) chainCallback(steps, "callback", scheduleUpdate);
     } else if (type === SAMPLER_NODE) {
       const skip = widget(node, "skip");
-      if (skip) chainCallback(skip, "callback", () => updateSkipLimit(node));
+      if (skip) chainCallback(skip, "callback", () => safeUpdateSkipLimit(node));
       scheduleUpdate();
     }
   },
