@@ -169,6 +169,19 @@ def bench(name, build, steps, cfg, skip, repeats):
     print(f"maps stored on             {maps.maps.device}")
 
 
+def bench_parallel_inversion(name, build, steps, cfg, repeats, chunks=(1, 4, 8)):
+    """Step-parallel inversion (parallel_steps) against one step at a time, on the same model and input."""
+    tiny, size = build()
+    latent = tiny_models.latent(tiny, batch=1, height=size[0], width=size[1], seed=0)
+    positive, negative = tiny.conditioning(1), tiny.conditioning(2)
+    times = {}
+    for chunk in chunks:
+        times[chunk], _ = timed(lambda: pipeline.invert(tiny.patcher, positive, negative, latent, steps, cfg, "ddim_uniform", 1.0, 0, parallel_steps=chunk), repeats)
+    print(f"\n== {name}: step-parallel inversion, {steps} steps, cfg {cfg}, median of {repeats}")
+    for chunk, seconds in times.items():
+        print(f"parallel_steps {chunk:<3}        {seconds:8.3f} s   speed-up {times[chunks[0]] / seconds:.2f}x")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", default=["tiny", "sd15"], choices=["tiny", "sd15", "sdxl"])
@@ -183,6 +196,7 @@ def main():
         repeats = args.repeats or (3 if size == "tiny" else 1)
         skip = max(1, round(0.36 * steps)) if steps > 2 else 1
         bench(size, builders[size], steps, 3.5, skip, repeats)
+        bench_parallel_inversion(size, builders[size], steps, 3.5, repeats)
 
 
 if __name__ == "__main__":

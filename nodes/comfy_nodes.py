@@ -77,13 +77,25 @@ class EditFriendlyDDPMInversion(io.ComfyNode):
                     "variations", default=1, min=1, max=pipeline.MAX_VARIATIONS, optional=True,
                     tooltip="Maps for this many seeds (seed, seed+1, ...) in one batched run; the sampler then returns that many different edits. 1 = one set.",
                 ),
+                io.Combo.Input(
+                    "rule", options=list(pipeline.SAMPLING_RULES), default="ddpm", optional=True,
+                    tooltip="Sampler the maps are made for and replayed with: ddpm (the paper) or dpmpp_2m_sde (DPM-Solver++(2M) SDE, second order: fewer steps). Both reconstruct exactly.",
+                ),
+                io.Int.Input(
+                    "parallel_steps", default=1, min=0, max=pipeline.MAX_PARALLEL_STEPS, optional=True,
+                    tooltip="Steps put through the model in one batch (the inversion's model calls are independent). 1 = one at a time, bit-exact; 0 = as many as free memory allows. Above 1 the reconstruction is exact up to float rounding, which a sensitive model can amplify.",
+                ),
             ],
             outputs=[NoiseMapsSocket.Output(display_name="noise_maps", tooltip=NOISE_MAPS_TOOLTIP)],
         )
 
     @classmethod
-    def execute(cls, model, positive, negative, latent_image, steps, cfg, scheduler, eta, seed, variations=1) -> io.NodeOutput:
-        return io.NodeOutput(pipeline.invert(model, positive, negative, latent_image, steps, cfg, scheduler, eta, seed, variations))
+    def execute(
+        cls, model, positive, negative, latent_image, steps, cfg, scheduler, eta, seed, variations=1, rule="ddpm", parallel_steps=1
+    ) -> io.NodeOutput:
+        return io.NodeOutput(
+            pipeline.invert(model, positive, negative, latent_image, steps, cfg, scheduler, eta, seed, variations, rule, parallel_steps)
+        )
 
 
 class EditFriendlySampler(io.ComfyNode):

@@ -10,8 +10,11 @@ import hashlib
 
 import torch
 
-SAMPLING_RULES = ("ddpm",)
-"""Step rules a set of maps can be replayed with; the inversion and the sampler must use the same one."""
+SAMPLING_RULES = ("ddpm", "dpmpp_2m_sde")
+"""Step rules a set of maps can be replayed with; the inversion and the sampler must use the same one.
+
+ddpm: the DDPM posterior step of the paper. dpmpp_2m_sde: DPM-Solver++(2M) SDE (ComfyUI's
+sample_dpmpp_2m_sde, midpoint form), whose replay also needs `source_denoised`."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,6 +117,10 @@ class NoiseMaps:
     latent_rgb_factors: tuple | None = None
     """The model's preview projection (C rows of RGB), used to turn a colour into a latent direction."""
     latent_rgb_bias: tuple | None = None
+    source_denoised: torch.Tensor | None = None
+    """dpmpp_2m_sde only: the inversion's clean-latent estimates x0_hat_0 .. x0_hat_{N-1}, shape [N, B, C, H, W].
+    The second-order part of the step is replayed as its change against these, so the same prompt
+    stays on the inversion's path exactly. None for ddpm."""
 
     def __post_init__(self):
         steps = self.maps.shape[0]
@@ -127,6 +134,11 @@ class NoiseMaps:
             raise ValueError(f"NoiseMaps: a batch of {self.maps.shape[1]} cannot hold {self.variations} variations")
         if self.rule not in SAMPLING_RULES:
             raise ValueError(f"NoiseMaps: unknown step rule {self.rule!r}")
+        needs_history = self.rule == "dpmpp_2m_sde"
+        if needs_history and (self.source_denoised is None or self.source_denoised.shape != self.maps.shape):
+            raise ValueError(f"NoiseMaps: the {self.rule} rule needs source_denoised shaped like the maps")
+        if not needs_history and self.source_denoised is not None:
+            raise ValueError(f"NoiseMaps: the {self.rule} rule keeps no source_denoised")
 
     @property
     def steps(self) -> int:
@@ -149,10 +161,22 @@ class NoiseMaps:
     def nbytes(self) -> int:
         """Memory held by the tensors of this object."""
         tensors = (self.sigmas, self.scales, self.noisy_latents, self.maps, self.source_latent)
+        if self.source_denoised is not None:
+            tensors += (self.source_denoised,)
         return sum(t.numel() * t.element_size() for t in tensors)
 
     def replace(self, **changes) -> NoiseMaps:
-        """A new NoiseMaps with some fields changed; this one stays as it is."""
+        """A new NoiseMaps with some fields changed; this one stays as it is.
+
+        The source's clean-latent estimates (dpmpp_2m_sde) are aligned with the noisy latents: a change
+        that moves the noisy latents (a shift) must move them too, or it is refused rather than
+        giving an edit that mixes a moved image with an unmoved correction.
+        """
+        if self.source_denoised is not None and "noisy_latents" in changes and "source_denoised" not in changes:
+            raise ValueError(
+                "This transform moves the noisy latents but not the dpmpp_2m_sde maps' source_denoised; "
+                "it is not supported for dpmpp_2m_sde maps yet. Invert with rule ddpm to use it."
+            )
         return dataclasses.replace(self, **changes)
 
     def __repr__(self) -> str:

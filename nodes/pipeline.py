@@ -13,11 +13,15 @@ import comfy.utils
 import latent_preview
 import torch
 
-from .noise_maps import ModelFingerprint, NoiseMaps
+from .noise_maps import SAMPLING_RULES, ModelFingerprint, NoiseMaps
 from .sampling import sample_edit_friendly, sample_edit_friendly_inversion
 from .validation import EditFriendlyInputError, check_eta, check_latent, check_maps_fit_model, check_sigmas, check_skip, fit_mask
 
 MAX_VARIATIONS = 64
+MAX_PARALLEL_STEPS = 64
+"""Most inversion steps put through the model in one batch (also the cap of the automatic choice)."""
+CPU_PARALLEL_STEPS = 8
+"""Cap of the automatic choice on a CPU, where a larger batch gains nothing (see benchmarks/speed.py)."""
 
 
 def model_fingerprint(model) -> ModelFingerprint:
@@ -43,12 +47,36 @@ def cfg_guider(model, positive, negative, cfg: float) -> comfy.samplers.CFGGuide
     return guider
 
 
-def edit_friendly_sampler(noise_maps: NoiseMaps, mask: torch.Tensor | None = None) -> comfy.samplers.KSAMPLER:
-    """A SAMPLER that replays `noise_maps` (inside `mask`, if given); give it a tail of `noise_maps.sigmas`."""
+def edit_friendly_sampler(noise_maps: NoiseMaps, mask: torch.Tensor | None = None, rule: str | None = None) -> comfy.samplers.KSAMPLER:
+    """A SAMPLER that replays `noise_maps` (inside `mask`, if given); give it a tail of `noise_maps.sigmas`.
+
+    `rule`, when given, is checked against the rule the maps were made with (a mismatch is refused).
+    """
     if mask is not None:
         batch, _, height, width = noise_maps.latent_shape
         mask = fit_mask(mask, batch, height, width).unsqueeze(1)
-    return comfy.samplers.KSAMPLER(sample_edit_friendly, extra_options={"noise_maps": noise_maps, "mask": mask})
+    options = {"noise_maps": noise_maps, "mask": mask}
+    if rule is not None:
+        options["rule"] = rule
+    return comfy.samplers.KSAMPLER(sample_edit_friendly, extra_options=options)
+
+
+def auto_parallel_steps(base_model, latent_shape: tuple, steps: int) -> int:
+    """How many inversion steps fit in one model batch, from the free memory ComfyUI reports.
+
+    Uses the model's own estimate (`memory_required`, as ComfyUI's calc_cond_batch does) for the
+    conditional and unconditional halves together, with the same 1.5 margin, on 80% of the free memory.
+    """
+    device = comfy.model_management.get_torch_device()
+    free = comfy.model_management.get_free_memory(device)
+    cap = CPU_PARALLEL_STEPS if comfy.model_management.is_device_cpu(device) else MAX_PARALLEL_STEPS
+    batch, *rest = latent_shape
+    chunk = 1
+    for candidate in range(2, min(cap, steps) + 1):
+        if base_model.memory_required([2 * candidate * batch, *rest]) * 1.5 > 0.8 * free:
+            break
+        chunk = candidate
+    return chunk
 
 
 def run_guider(guider, sampler, sigmas: torch.Tensor, latent: torch.Tensor, seed: int) -> torch.Tensor:
@@ -68,13 +96,20 @@ def run_guider(guider, sampler, sigmas: torch.Tensor, latent: torch.Tensor, seed
 
 
 def invert(
-    model, positive, negative, latent: dict, steps: int, cfg: float, scheduler: str, eta: float, seed: int, variations: int = 1
+    model, positive, negative, latent: dict, steps: int, cfg: float, scheduler: str, eta: float, seed: int, variations: int = 1,
+    rule: str = "ddpm", parallel_steps: int = 1,
 ) -> NoiseMaps:
     """Edit-friendly DDPM inversion of `latent` under the source prompt and CFG: one sampling pass.
 
     With `variations` > 1 the batch is inverted with seeds seed, seed + 1, ... in the same model calls,
-    giving maps for that many different edits of each image.
+    giving maps for that many different edits of each image. `rule` is the step rule the maps are made
+    for (SAMPLING_RULES). `parallel_steps` steps share one model batch: 1 = one step at a time (the
+    sampler then retraces the inversion bit for bit), 0 = as many as the free memory allows.
     """
+    if rule not in SAMPLING_RULES:
+        raise EditFriendlyInputError(f"Unknown step rule {rule!r}; choose one of {', '.join(SAMPLING_RULES)}.")
+    if not 0 <= parallel_steps <= MAX_PARALLEL_STEPS:
+        raise EditFriendlyInputError(f"parallel_steps must be between 0 (automatic) and {MAX_PARALLEL_STEPS}; got {parallel_steps}.")
     latent_format = model.get_model_object("latent_format")
     samples = check_latent(latent.get("samples"), latent_format.latent_channels)
     eta = check_eta(eta)
@@ -90,7 +125,11 @@ def invert(
     store = comfy.model_management.intermediate_device()
     sink = []
     sampler = comfy.samplers.KSAMPLER(
-        sample_edit_friendly_inversion, extra_options={"eta": eta, "seed": seeds, "sink": sink, "store_device": store}
+        sample_edit_friendly_inversion,
+        extra_options={
+            "eta": eta, "seed": seeds, "sink": sink, "store_device": store, "rule": rule,
+            "parallel_steps": parallel_steps or auto_parallel_steps,
+        },
     )
     run_guider(cfg_guider(model, positive, negative, cfg), sampler, sigmas, samples, seed)
     record = sink[0]
@@ -101,6 +140,8 @@ def invert(
         maps=record["maps"],
         source_latent=samples.to(store),
         eta=eta,
+        rule=rule,
+        source_denoised=record["denoised"],
         seed=int(seed),
         source_cfg=float(cfg),
         fingerprint=model_fingerprint(model),

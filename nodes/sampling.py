@@ -14,7 +14,7 @@ import math
 import torch
 from tqdm.auto import trange
 
-from .noise_maps import ModelFingerprint, NoiseMaps
+from .noise_maps import SAMPLING_RULES, ModelFingerprint, NoiseMaps
 from .validation import EditFriendlyInputError, check_maps_fit_model
 
 
@@ -34,6 +34,8 @@ class PosteriorStep:
     """eta * tau, the posterior std the map is multiplied by; 1 on the last step (the residual)."""
     is_last: bool = False
     """The step into sigma 0, where the map is the residual to the clean latent."""
+    history_weight: float = 0.0
+    """Weight of the change in the clean-latent estimate since the previous step (second-order rules only)."""
 
 
 def signal_and_noise_scales(model_sampling, sigmas: torch.Tensor) -> torch.Tensor:
@@ -59,6 +61,59 @@ def ddpm_steps(scales: torch.Tensor, eta: float) -> list[PosteriorStep]:
         c_eps = math.sqrt(max(0.0, b_next**2 - noise_scale**2))
         steps.append(PosteriorStep(a, b, a_next, c_eps, noise_scale))
     return steps
+
+
+def dpmpp_2m_sde_steps(scales: torch.Tensor, eta: float) -> list[PosteriorStep]:
+    """Steps of DPM-Solver++(2M) SDE (midpoint form, as ComfyUI's sample_dpmpp_2m_sde) in the a(s), b(s) form.
+
+    With e = exp(-h) = (a b') / (a' b) (h: change in half-log-SNR log(a/b)) the first-order part is
+    x' = (b'/b) e^eta x + a' (1 - e^(eta+1)) x0_hat + b' sqrt(1 - e^(2 eta)) z, which is the DDPM posterior
+    step when eta = 1. The second-order part adds history_weight * (x0_hat_i - x0_hat_{i-1}) with
+    history_weight = a' (1 - e^(eta+1)) h_i / (2 h_{i-1}); it is 0 on the first step and on the step into 0.
+    """
+    steps = []
+    previous_h = None
+    for (a, b), (a_next, b_next) in zip(scales.tolist()[:-1], scales.tolist()[1:]):
+        if b_next == 0.0:
+            steps.append(PosteriorStep(a, b, a_next, 0.0, 1.0, is_last=True))
+            continue
+        e = (a * b_next) / (a_next * b)
+        h = -math.log(e) if e > 0.0 else math.inf
+        c_eps = b_next * e**eta
+        denoised_weight = a_next * (1.0 - e ** (eta + 1.0))
+        noise_scale = b_next * math.sqrt(max(0.0, 1.0 - e ** (2.0 * eta)))
+        history = 0.0
+        if previous_h is not None and math.isfinite(previous_h):
+            history = 0.5 * denoised_weight * h / previous_h
+        steps.append(PosteriorStep(a, b, denoised_weight + c_eps * a / b, c_eps, noise_scale, history_weight=history))
+        previous_h = h
+    return steps
+
+
+def rule_steps(rule: str, scales: torch.Tensor, eta: float) -> list[PosteriorStep]:
+    """The steps of a sampling rule (noise_maps.SAMPLING_RULES) over a schedule given by its (a, b) pairs."""
+    if rule == "ddpm":
+        return ddpm_steps(scales, eta)
+    if rule == "dpmpp_2m_sde":
+        return dpmpp_2m_sde_steps(scales, eta)
+    raise ValueError(f"Unknown step rule {rule!r}; known rules: {', '.join(SAMPLING_RULES)}")
+
+
+def rule_keeps_history(rule: str) -> bool:
+    """Whether replaying `rule` needs the source's clean-latent estimates (second-order rules)."""
+    return rule == "dpmpp_2m_sde"
+
+
+def history_term(step: PosteriorStep, denoised, previous, source_denoised, source_previous) -> torch.Tensor:
+    """history_weight * (change of x0_hat now - change of x0_hat during the inversion).
+
+    The inversion recorded first-order maps along the drawn latents; the second-order part of the
+    rule enters as the difference between the current and the source's correction, so with the
+    source prompt the difference is exactly zero (same inputs, same operations) and the replay
+    stays bit for bit on the inversion's path, while an edit gets the full second-order step:
+    mean1 + tau z1 + w (D - D_prev) - w (Ds - Ds_prev) = mean2 + tau z2 with z2 = z1 - w (Ds - Ds_prev) / tau.
+    """
+    return step.history_weight * ((denoised - previous) - (source_denoised - source_previous))
 
 
 def posterior_mean(x: torch.Tensor, denoised: torch.Tensor, step: PosteriorStep) -> torch.Tensor:
@@ -93,34 +148,113 @@ def _inner_model_sampling(model):
     return model.inner_model.inner_model.model_sampling
 
 
+def _timestep_gates(model, extra_args) -> list | None:
+    """What decides, per step, which conditioning and ControlNets ComfyUI applies; None when steps must not share a batch.
+
+    ComfyUI decides timestep ranges (ConditioningSetTimestepRange, ControlNet start/end) from the first
+    sample's sigma only (`get_area_and_mult`, `ControlBase.get_control`), so a batch of several steps
+    must not straddle a range boundary. Hook keyframes and inpainting masks (denoise_mask) depend on the
+    sigma in ways not read here: with either, every step runs alone.
+    """
+    if extra_args.get("denoise_mask") is not None:
+        return None
+    gates = []
+    conds = getattr(getattr(model, "inner_model", None), "conds", None) or {}
+    for cond_list in conds.values():
+        for cond in cond_list or ():
+            if not isinstance(cond, dict):
+                continue
+            if cond.get("hooks") is not None:
+                return None
+            gates.append((cond.get("timestep_start"), cond.get("timestep_end")))
+            control = cond.get("control")
+            seen = 0
+            while control is not None and seen < 64:
+                timestep_range = getattr(control, "timestep_range", None)
+                if timestep_range is not None:
+                    gates.append((timestep_range[0], timestep_range[1]))
+                control = getattr(control, "previous_controlnet", None)
+                seen += 1
+    return gates
+
+
+def _gate_signature(gates, sigma: torch.Tensor) -> tuple:
+    # The same comparisons ComfyUI makes (a float32 sigma against a Python float), so the grouping agrees with it.
+    return tuple(
+        (start is None or not bool(sigma > start), end is None or not bool(sigma < end)) for start, end in gates
+    )
+
+
+def plan_chunks(sigmas: torch.Tensor, steps: int, chunk: int, gates) -> list[tuple[int, int]]:
+    """Consecutive step ranges [start, stop) of at most `chunk` steps, each inside one timestep-range regime."""
+    if gates is None:
+        chunk = 1
+    chunk = max(1, int(chunk))
+    ranges, start = [], 0
+    signature = _gate_signature(gates, sigmas[0]) if gates else ()
+    for i in range(1, steps + 1):
+        current = _gate_signature(gates, sigmas[i]) if gates and i < steps else signature
+        if i == steps or i - start >= chunk or current != signature:
+            ranges.append((start, i))
+            start, signature = i, current
+    return ranges
+
+
 @torch.no_grad()
 def sample_edit_friendly_inversion(
-    model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, seed=0, sink=None, store_device="cpu"
+    model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, seed=0, sink=None, store_device="cpu",
+    rule="ddpm", parallel_steps=1,
 ):
-    """Edit-friendly DDPM inversion (Huberman-Spiegelglas et al. 2024, Eqs. 6-7): noise maps that lead to model.latent_image."""
+    """Edit-friendly DDPM inversion (Huberman-Spiegelglas et al. 2024, Eqs. 6-7): noise maps that lead to model.latent_image.
+
+    The noisy latents x_i are drawn independently of each other, so the model calls do not depend on
+    each other: `parallel_steps` of them go through the model in one batch (an int, or a callable
+    (base_model, latent_shape, steps) -> int, called once the model is loaded). The first latent of each
+    batch is re-derived from the previous map, the others are the drawn ones; `noisy_latents` records
+    the latents the model actually saw. With 1 every step runs alone and the sampler retraces the
+    inversion bit for bit. `rule` picks the step (noise_maps.SAMPLING_RULES); the maps are always the
+    first-order ones, and second-order rules also record the clean-latent estimates (`denoised`).
+    """
     extra_args = {} if extra_args is None else extra_args
     model_sampling = _inner_model_sampling(model)
     x0 = model.latent_image.to(x.dtype)
     sigmas_cpu = sigmas.detach().float().cpu()
     scales = signal_and_noise_scales(model_sampling, sigmas_cpu)
-    steps = ddpm_steps(scales, eta)
-    s_in = x.new_ones([x.shape[0]])
+    steps = rule_steps(rule, scales, eta)
+    keep_history = rule_keeps_history(rule)
+    batch = x.shape[0]
+    s_in = x.new_ones([batch])
+    if callable(parallel_steps):
+        parallel_steps = parallel_steps(model.inner_model.inner_model, tuple(x.shape), len(steps))
+    chunks = plan_chunks(sigmas_cpu, len(steps), parallel_steps, _timestep_gates(model, extra_args))
 
     noisy_targets = draw_noisy_latents(x0, scales, seed)
     x = next(noisy_targets)
-    noisy_latents, maps = [], []
-    for i in trange(len(steps), disable=disable):
-        noisy_latents.append(x.to(store_device))
-        denoised = model(x, sigmas[i] * s_in, **extra_args)
-        if callback is not None:
-            callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
-        mean = posterior_mean(x, denoised, steps[i])
-        target = x0 if steps[i].is_last else next(noisy_targets)
-        noise_map = (target - mean) / steps[i].noise_scale
-        maps.append(noise_map.to(store_device))
-        # Re-derive x from the map instead of taking the target, so that regeneration, which only
-        # has the map, rounds exactly as the inversion did.
-        x = add_map(mean, noise_map, steps[i])
+    noisy_latents, maps, denoised_record = [], [], []
+    progress = trange(len(steps), disable=disable)
+    for start, stop in chunks:
+        inputs = [x] + [next(noisy_targets) for _ in range(start + 1, stop)]
+        step_sigmas = torch.cat([sigmas[i] * s_in for i in range(start, stop)])
+        outputs = model(torch.cat(inputs), step_sigmas, **extra_args).split(batch)
+        for offset, (x_i, denoised) in enumerate(zip(inputs, outputs)):
+            i = start + offset
+            noisy_latents.append(x_i.to(store_device))
+            if keep_history:
+                denoised_record.append(denoised.to(store_device))
+            if callback is not None:
+                callback({"x": x_i, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
+            mean = posterior_mean(x_i, denoised, steps[i])
+            if i + 1 < stop:
+                target = inputs[offset + 1]
+            else:
+                target = x0 if steps[i].is_last else next(noisy_targets)
+            noise_map = (target - mean) / steps[i].noise_scale
+            maps.append(noise_map.to(store_device))
+            # Re-derive x from the map instead of taking the target, so that regeneration, which only
+            # has the map, rounds exactly as the inversion did (used as the next model input when a batch ends).
+            x = add_map(mean, noise_map, steps[i])
+            progress.update(1)
+    progress.close()
 
     if sink is not None:
         sink.append(
@@ -129,6 +263,8 @@ def sample_edit_friendly_inversion(
                 "scales": scales,
                 "noisy_latents": torch.stack(noisy_latents),
                 "maps": torch.stack(maps),
+                "denoised": torch.stack(denoised_record) if keep_history else None,
+                "chunks": chunks,
             }
         )
     return x
@@ -159,15 +295,39 @@ def _check_replay_fits(model, noise_maps: NoiseMaps, x: torch.Tensor) -> None:
         )
 
 
+def check_rule(noise_maps: NoiseMaps, rule: str | None) -> None:
+    """Refuse to replay maps with a step rule other than the one they were made with, or without its data."""
+    if rule is not None and rule != noise_maps.rule:
+        raise EditFriendlyInputError(
+            f"These noise maps were made with the {noise_maps.rule!r} step rule and cannot be replayed with {rule!r}: "
+            f"the maps only lead back to the image under the rule they were inverted with. Invert again with rule {rule!r}."
+        )
+    if noise_maps.rule not in SAMPLING_RULES:
+        raise EditFriendlyInputError(f"The noise maps use an unknown step rule {noise_maps.rule!r}.")
+    if rule_keeps_history(noise_maps.rule) and noise_maps.source_denoised is None:
+        raise EditFriendlyInputError(
+            f"The {noise_maps.rule!r} noise maps lack the source's clean-latent estimates they need; invert again."
+        )
+
+
 @torch.no_grad()
-def sample_edit_friendly(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_maps=None, mask=None):
-    """Edit-friendly DDPM sampling (Huberman-Spiegelglas et al. 2024, Eq. 5 with the extracted z_t), from x_skip."""
+def sample_edit_friendly(
+    model, x, sigmas, extra_args=None, callback=None, disable=None, noise_maps=None, mask=None, rule=None
+):
+    """Edit-friendly sampling (Huberman-Spiegelglas et al. 2024, Eq. 5 with the extracted z_t), from x_skip.
+
+    Replays the step rule the maps were made with; `rule`, when given, must be that rule. For a
+    second-order rule the first replayed step is first order (there is no earlier estimate to use);
+    the maps are first-order maps, so this restart is exact at any skip.
+    """
     if noise_maps is None:
         raise ValueError("sample_edit_friendly needs noise_maps")
     extra_args = {} if extra_args is None else extra_args
+    check_rule(noise_maps, rule)
     _check_replay_fits(model, noise_maps, x)
     skip = replay_offset(noise_maps, sigmas)
-    steps = ddpm_steps(noise_maps.scales[skip:], noise_maps.eta)
+    steps = rule_steps(noise_maps.rule, noise_maps.scales, noise_maps.eta)[skip:]
+    keep_history = rule_keeps_history(noise_maps.rule)
     # The stored sigmas, not the given ones: they may differ by rounding, and exactness needs the same model inputs.
     sigmas = noise_maps.sigmas[skip:].to(x.device)
     s_in = x.new_ones([x.shape[0]])
@@ -177,12 +337,18 @@ def sample_edit_friendly(model, x, sigmas, extra_args=None, callback=None, disab
         source_clean = model.inner_model.inner_model.process_latent_in(noise_maps.source_latent.to(x.device, x.dtype))
 
     x = noise_maps.start_latent(skip).to(x.device, x.dtype)
+    previous = None
     for i in trange(len(steps), disable=disable):
         denoised = model(x, sigmas[i] * s_in, **extra_args)
         if callback is not None:
             callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
         mean = posterior_mean(x, denoised, steps[i])
         x = add_map(mean, noise_maps.maps[skip + i].to(x.device, x.dtype), steps[i])
+        if keep_history:
+            if previous is not None and steps[i].history_weight != 0.0:
+                source = noise_maps.source_denoised[skip + i - 1 : skip + i + 1].to(x.device, x.dtype)
+                x = x + history_term(steps[i], denoised, previous, source[1], source[0])
+            previous = denoised
         if mask is not None:
             source = source_clean if steps[i].is_last else noise_maps.noisy_latents[skip + i + 1].to(x.device, x.dtype)
             x = torch.lerp(source, x, mask)
@@ -194,9 +360,13 @@ __all__ = [
     "NoiseMaps",
     "PosteriorStep",
     "add_map",
+    "check_rule",
     "ddpm_steps",
+    "dpmpp_2m_sde_steps",
+    "plan_chunks",
     "posterior_mean",
     "replay_offset",
+    "rule_steps",
     "sample_edit_friendly",
     "sample_edit_friendly_inversion",
     "signal_and_noise_scales",

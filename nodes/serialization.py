@@ -20,7 +20,9 @@ from .noise_maps import SAMPLING_RULES, ModelFingerprint, NoiseMaps
 from .validation import EditFriendlyInputError
 
 FORMAT_NAME = "edit-friendly-ddpm/noise-maps"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""Version 2 added the optional tensor `source_denoised` (rule dpmpp_2m_sde). Files without it are still
+written as version 1, so older versions of the pack keep reading ddpm maps."""
 MAX_HEADER_BYTES = 1 << 20
 MAX_FILE_BYTES = 16 << 30
 """Far above any real set of maps (Flux at 2048 px, 1000 steps, is about 8 GiB); anything larger is not ours."""
@@ -33,6 +35,8 @@ _TENSORS = {
     "maps": ("F32", 5),
     "source_latent": ("F32", 4),
 }
+_OPTIONAL_TENSORS = {"source_denoised": ("F32", 5)}
+"""Present exactly when the step rule needs it."""
 _ITEM_BYTES = {"F32": 4, "F64": 8}
 
 
@@ -45,9 +49,12 @@ def to_bytes(maps: NoiseMaps) -> bytes:
     tensors = {name: getattr(maps, name).detach().cpu().contiguous() for name in _TENSORS}
     tensors["sigmas"] = tensors["sigmas"].float()
     tensors["scales"] = tensors["scales"].double()
+    for name in _OPTIONAL_TENSORS:
+        if getattr(maps, name) is not None:
+            tensors[name] = getattr(maps, name).detach().cpu().float().contiguous()
     metadata = {
         "format": FORMAT_NAME,
-        "format_version": str(FORMAT_VERSION),
+        "format_version": str(FORMAT_VERSION if len(tensors) > len(_TENSORS) else 1),
         "eta": repr(float(maps.eta)),
         "seed": str(int(maps.seed)),
         "source_cfg": repr(float(maps.source_cfg)),
@@ -109,11 +116,13 @@ def _check_layout(path: str, header: dict, data_bytes: int) -> dict:
         raise _refuse(path, f"it was written in format {version}, newer than this pack reads ({FORMAT_VERSION}); update the pack.")
     if version < 1:
         raise _refuse(path, f"format version {version} does not exist.")
-    extra = set(header) - set(_TENSORS) - {"__metadata__"}
+    extra = set(header) - set(_TENSORS) - set(_OPTIONAL_TENSORS) - {"__metadata__"}
     if extra:
         raise _refuse(path, f"it holds unexpected tensors {sorted(extra)}.")
+    layout = dict(_TENSORS)
+    layout.update({name: spec for name, spec in _OPTIONAL_TENSORS.items() if name in header})
     spans = []
-    for name, (dtype, ndim) in _TENSORS.items():
+    for name, (dtype, ndim) in layout.items():
         entry = header.get(name)
         if not isinstance(entry, dict):
             raise _refuse(path, f"the tensor '{name}' is missing.")
@@ -138,6 +147,7 @@ def _check_layout(path: str, header: dict, data_bytes: int) -> dict:
         or shapes["sigmas"] != [steps + 1]
         or shapes["scales"] != [steps + 1, 2]
         or shapes["source_latent"] != shapes["maps"][1:]
+        or any(header[name]["shape"] != shapes["maps"] for name in _OPTIONAL_TENSORS if name in header)
     ):
         raise _refuse(path, f"its tensor shapes do not fit together: {shapes}.")
     return metadata
@@ -191,7 +201,7 @@ def load(path: str, device="cpu") -> NoiseMaps:
     if float(sigmas[-1]) != 0.0 or not bool((sigmas[1:] < sigmas[:-1]).all()):
         raise _refuse(path, "its schedule does not decrease to 0.")
     try:
-        maps = NoiseMaps(**{name: tensors[name].to(device) for name in _TENSORS}, **values)
+        maps = NoiseMaps(**{name: tensor.to(device) for name, tensor in tensors.items()}, **values)
     except ValueError as error:
         raise _refuse(path, str(error)) from None
     return maps

@@ -16,6 +16,7 @@ PUBLIC_INPUTS = {
     "EditFriendlyDDPMInversion": {
         "model": None, "positive": None, "negative": None, "latent_image": None,
         "steps": 100, "cfg": 3.5, "scheduler": "ddim_uniform", "eta": 1.0, "seed": 0, "variations": 1,
+        "rule": "ddpm", "parallel_steps": 1,
     },
     "EditFriendlySampler": {"model": None, "positive": None, "negative": None, "noise_maps": None, "cfg": 15.0, "skip": 36, "mask": None},
     "EditFriendlyNoiseMapTransform": {
