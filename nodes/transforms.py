@@ -71,11 +71,13 @@ def shift_noise_maps(noise_maps: NoiseMaps, dx: int, dy: int, fill: str = "noise
         fresh["noisy_latents"] = a * clean_mean + b * level_noise
         source = noise_maps.source_latent
         fresh["source_latent"] = source.mean(dim=(-2, -1), keepdim=True).expand_as(source)
-    return noise_maps.replace(
-        maps=shift_tensor(noise_maps.maps, dx, dy, fill, fresh.get("maps")),
-        noisy_latents=shift_tensor(noise_maps.noisy_latents, dx, dy, fill, fresh.get("noisy_latents")),
-        source_latent=shift_tensor(noise_maps.source_latent, dx, dy, fill, fresh.get("source_latent")),
-    )
+        if noise_maps.source_denoised is not None:
+            fresh["source_denoised"] = clean_mean.expand_as(noise_maps.source_denoised)
+    moved = ["maps", "noisy_latents", "source_latent"]
+    if noise_maps.source_denoised is not None:
+        # dpmpp_2m_sde maps replay against the source's clean estimates: they move with the image.
+        moved.append("source_denoised")
+    return noise_maps.replace(**{name: shift_tensor(getattr(noise_maps, name), dx, dy, fill, fresh.get(name)) for name in moved})
 
 
 def parse_hex_colour(text: str) -> tuple[float, float, float]:

@@ -17,28 +17,14 @@ import numpy as np
 import pytest
 import torch
 from edit_friendly_ddpm.nodes import inspection
-from PIL import Image
 from safetensors.torch import load_file
-from test_server import EXAMPLE_IMAGE, EXAMPLES, SIZE, assert_success, fast, load_example, read_png
+from test_server import EXAMPLES, SIZE, assert_success, fast, load_example, object_info, read_png, server  # noqa: F401 (fixtures)
 from workflow_api import combo_options, ui_to_api, validate, with_overrides
 
 FEATURES = make_example_workflows.FEATURE_WORKFLOWS
 EXACT = 1.5 / 255  # decoded images: one 8-bit level plus rounding
 LATENT_TOLERANCE = 1e-4
 STEPS = 4  # fewer than test_server.py's FAST_STEPS: these tests run more prompts
-
-
-@pytest.fixture(scope="module")
-def server(comfy_server):
-    """The session server with a 64x64 copy of the example photo in its input folder."""
-    image = Image.open(EXAMPLES / EXAMPLE_IMAGE).convert("RGB").resize((SIZE, SIZE), Image.LANCZOS)
-    image.save(comfy_server.input_dir / EXAMPLE_IMAGE)
-    return comfy_server
-
-
-@pytest.fixture(scope="module")
-def object_info(server):
-    return server.get("/object_info")
 
 
 def scaled(skip, steps=STEPS):

@@ -81,3 +81,19 @@ def test_colour_only_touches_the_chosen_steps_and_never_the_input():
     changed = [i for i in range(maps.steps) if not torch.equal(coloured.maps[i], original[i])]
     assert changed == [3, 4, 5]
     assert torch.equal(maps.maps, original)
+
+
+@pytest.mark.parametrize("fill", ["wrap", "noise"])
+def test_shifted_dpmpp_2m_sde_maps_regenerate_the_shifted_image(fill):
+    tiny = tiny_models.sd15_eps(seed=0)
+    latent = tiny_models.latent(tiny, height=24, width=24, seed=3)
+    positive, negative = tiny.conditioning(1), tiny.conditioning(2)
+    maps = pipeline.invert(tiny.patcher, positive, negative, latent, 20, 3.5, "ddim_uniform", 1.0, 0, rule="dpmpp_2m_sde")
+    dx, dy = -2, 3
+    shifted = shift_noise_maps(maps, dx, dy, fill, seed=1)
+    assert torch.equal(shifted.source_denoised[:, :, :, 6:-6, 6:-6], torch.roll(maps.source_denoised, (dy, dx), (-2, -1))[:, :, :, 6:-6, 6:-6])
+    output = pipeline.regenerate(tiny.patcher, positive, negative, shifted, 3.5, 5)
+    expected = torch.roll(latent["samples"], (dy, dx), (-2, -1))
+    interior = (..., slice(6, -6), slice(6, -6))
+    error = (output - expected)[interior].abs().mean().item()
+    assert error < 0.25 * (latent["samples"] - expected)[interior].abs().mean().item()
