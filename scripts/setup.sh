@@ -65,9 +65,10 @@ if [ ! -f "$CACHE/.dev-ok" ] || [ "$ROOT/requirements-dev.txt" -nt "$CACHE/.dev-
 fi
 
 # Headless Chromium for tests/test_browser.py: Debian's package, driven by Playwright (which
-# downloads no browser of its own). Without it those tests skip, and fail when CI=true.
+# downloads no browser of its own). Only scripts/test.sh asks for it (EF_WITH_BROWSER=1); without it
+# those tests skip, and fail when CI=true.
 chromium_found() { [ -x "${EF_CHROMIUM:-/usr/bin/chromium}" ] || command -v chromium >/dev/null 2>&1; }
-if [ ! -f "$CACHE/.chromium-ok" ] || ! chromium_found; then
+if [ "${EF_WITH_BROWSER:-0}" = 1 ] && { [ ! -f "$CACHE/.chromium-ok" ] || ! chromium_found; }; then
   if chromium_found; then
     touch "$CACHE/.chromium-ok"
   elif ! command -v apt-get >/dev/null 2>&1; then

@@ -4,7 +4,7 @@
 #   scripts/test.sh -k reconstruct  # extra arguments go to pytest
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-eval "$("$ROOT/scripts/setup.sh")"
+eval "$(EF_WITH_BROWSER=1 "$ROOT/scripts/setup.sh")"
 export EF_COMFYUI
 cd "$ROOT"
 exec "$EF_PYTHON" -m pytest tests "$@"
