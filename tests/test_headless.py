@@ -1,0 +1,34 @@
+"""The README's headless mode: scripts/headless_edit.py (what `scripts/start.sh --edit` runs) starts its own
+ComfyUI, runs the text-editing example through /prompt with progress, writes the PNG and stops the server."""
+
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+from comfy_server import COMFYUI, TINY_SD15, tiny_models
+from PIL import Image
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_headless_edit_writes_input_and_edit_side_by_side(tmp_path):
+    models = tiny_models(tmp_path / "models")
+    config = tmp_path / "extra_model_paths.yaml"
+    config.write_text(f"tiny:\n  base_path: {models}\n  checkpoints: checkpoints\n")
+    image = tmp_path / "cat.png"
+    Image.open(ROOT / "example_workflows" / "chelsea-cat.png").convert("RGB").resize((64, 64)).save(image)
+    out = tmp_path / "edited.png"
+    command = [
+        sys.executable, str(ROOT / "scripts" / "headless_edit.py"), "--comfyui", str(COMFYUI),
+        "--edit", str(image), "--source", "a photo of a cat", "--target", "a photo of a dog", "--out", str(out),
+        "--checkpoint", TINY_SD15, "--steps", "4", "--skip", "1", "--cpu", "--extra-model-paths-config", str(config),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "will be NOISE" in result.stderr  # says plainly that the tiny checkpoint's pictures are noise
+    assert "sampling" in result.stderr and f"wrote {out}" in result.stderr  # progress, then the result
+    pixels = np.asarray(Image.open(out).convert("RGB"), dtype=np.float32)
+    assert pixels.shape == (64, 128, 3)
+    source = np.asarray(Image.open(image), dtype=np.float32)
+    assert np.abs(pixels[:, :64] - source).max() <= 2  # the left half is the input as loaded
