@@ -237,6 +237,15 @@ def test_dual_cfg_guider_drives_an_edit(eps):
     assert torch.isfinite(edited).all() and (edited - latent["samples"]).abs().max().item() > 0.01
 
 
+def test_perp_neg_guider_drives_an_edit(eps):
+    import comfy_extras.nodes_perpneg as perpneg
+
+    tiny, latent, positive, negative, maps = eps
+    (guider,) = perpneg.PerpNegGuider.execute(tiny.patcher, tiny.conditioning(9), negative, tiny.conditioning(3), 7.0, 1.0).result
+    edited = run_custom(guider, maps, 2)
+    assert torch.isfinite(edited).all() and (edited - latent["samples"]).abs().max().item() > 0.01
+
+
 def test_sigmas_that_are_not_the_maps_are_refused(eps):
     tiny, latent, positive, negative, maps = eps
     (guider,) = custom_sampler.CFGGuider.execute(tiny.patcher, positive, negative, 3.5).result
