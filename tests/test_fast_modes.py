@@ -17,7 +17,7 @@ from edit_friendly_ddpm.nodes.validation import EditFriendlyInputError
 TOLERANCE = 1e-4
 FAMILIES = list(tiny_models.FAMILIES)
 RULES = ["ddpm", "dpmpp_2m_sde"]
-SCHEDULERS = {"eps": "karras", "v_prediction": "ddim_uniform", "flow_sd3": "simple", "flow_flux": "normal"}
+SCHEDULERS = {"eps": "karras", "v_prediction": "ddim_uniform", "sdxl": "beta", "flow_sd3": "simple", "flow_flux": "normal"}
 
 
 @pytest.fixture(scope="module", params=FAMILIES)

@@ -101,6 +101,17 @@ def sd2_v_prediction(seed: int = 0) -> TinyModel:
     return TinyModel("v_prediction", _patcher(model, seed), 4, _cross_attn_conditioning(6, CONTEXT_DIM))
 
 
+def sdxl_eps(seed: int = 0) -> TinyModel:
+    """SDXL layout: the UNet with linear transformer projections and the size-embedding ADM input, EPS."""
+    unet_config = _sd_unet_config(4, adm_in_channels=16 + 6 * 256)  # pooled text (16 here) + six 256-d size embeddings
+    unet_config.update({"num_classes": "sequential", "use_linear_in_transformer": True})
+    config = comfy.supported_models.SDXL(unet_config)
+    config.unet_config["num_head_channels"] = 16  # SDXL's 64-channel heads would leave 0 heads at this width
+    model = comfy.model_base.SDXL(config)
+    conditioning = _cross_attn_conditioning(6, CONTEXT_DIM, {"pooled_output": (16,)})
+    return TinyModel("sdxl", _patcher(model, seed), 4, conditioning)
+
+
 def sd3_flow(seed: int = 0) -> TinyModel:
     """SD3 layout: an MMDiT on 16-channel latents, rectified flow (CONST) with SD3's shift."""
     unet_config = {
@@ -159,6 +170,7 @@ def flux_flow(seed: int = 0) -> TinyModel:
 FAMILIES = {
     "eps": sd15_eps,
     "v_prediction": sd2_v_prediction,
+    "sdxl": sdxl_eps,
     "flow_sd3": sd3_flow,
     "flow_flux": flux_flow,
 }
