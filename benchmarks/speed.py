@@ -26,7 +26,7 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-import conftest  # noqa: E402  (puts ComfyUI on the path, CPU mode, loads the pack)
+import conftest  # noqa: E402, F401  (puts ComfyUI on the path, CPU mode, loads the pack)
 
 import comfy.model_base  # noqa: E402
 import comfy.sample  # noqa: E402

@@ -81,7 +81,6 @@ def test_the_first_latent_is_the_drawn_one_and_every_batch_starts_from_the_previ
     x0 = tiny.patcher.model.process_latent_in(latent["samples"])
     scales = maps.scales
     drawn = list(sampling.draw_noisy_latents(x0, scales, 5))
-    steps = sampling.ddpm_steps(scales, 1.0)
     for i in range(maps.steps):
         if i % 3:  # inside a batch: the drawn latent, as the model saw it
             assert torch.equal(maps.noisy_latents[i], drawn[i])

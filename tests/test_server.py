@@ -16,7 +16,7 @@ import pytest
 from test_node_api import PUBLIC_INPUTS
 from PIL import Image
 
-from comfy_server import PACK_NAME, PACK_NODES, TINY_SD3, TINY_SD3_VAE, TINY_SD15, QueueError, execution_error
+from comfy_server import PACK_NAME, TINY_SD3, TINY_SD3_VAE, TINY_SD15, QueueError, execution_error
 from workflow_api import ui_to_api, validate, with_overrides
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
