@@ -2,7 +2,7 @@
 
     .cache/venv/bin/python benchmarks/speed.py                # tiny models + full-size SD1.5 at 512x512
     .cache/venv/bin/python benchmarks/speed.py --sizes tiny    # seconds
-    .cache/venv/bin/python benchmarks/speed.py --sizes sdxl --steps 2   # full-size SDXL at 1024x1024 (slow on CPU)
+    .cache/venv/bin/python benchmarks/speed.py --sizes sdxl --steps 2 --no-batching   # SDXL at 1024x1024: ~20 min on CPU
 
 Prints wall-clock figures and ratios:
 - inversion / KSampler (same model, steps, CFG, scheduler): the inversion is one sampling pass;
@@ -122,7 +122,7 @@ def split_cfg_batch(patcher):
     return patched
 
 
-def bench(name, build, steps, cfg, skip, repeats):
+def bench(name, build, steps, cfg, skip, repeats, batching=True):
     tiny, (height, width) = build()
     patcher = tiny.patcher
     latent = tiny_models.latent(tiny, batch=1, height=height, width=width, seed=0)
@@ -151,10 +151,11 @@ def bench(name, build, steps, cfg, skip, repeats):
     split_time, _ = timed(lambda: pipeline.invert(split, positive, negative, latent, steps, cfg, scheduler, 1.0, 0), repeats)
 
     variations = 4
-    batched_time, _ = timed(lambda: pipeline.invert(patcher, positive, negative, latent, steps, cfg, scheduler, 1.0, 0, variations), repeats)
-    one_by_one_time, _ = timed(
-        lambda: [pipeline.invert(patcher, positive, negative, latent, steps, cfg, scheduler, 1.0, seed) for seed in range(variations)], repeats
-    )
+    if batching:
+        batched_time, _ = timed(lambda: pipeline.invert(patcher, positive, negative, latent, steps, cfg, scheduler, 1.0, 0, variations), repeats)
+        one_by_one_time, _ = timed(
+            lambda: [pipeline.invert(patcher, positive, negative, latent, steps, cfg, scheduler, 1.0, seed) for seed in range(variations)], repeats
+        )
 
     latent_bytes = latent["samples"].numel() * latent["samples"].element_size()
     print(f"\n== {name}: latent {tuple(latent['samples'].shape)}, {maps.steps} steps, cfg {cfg}, skip {skip}, median of {repeats}")
@@ -163,7 +164,8 @@ def bench(name, build, steps, cfg, skip, repeats):
     print(f"KSamplerAdvanced from {skip:<4} {advanced_time:8.3f} s")
     print(f"edit from skip {skip:<4}        {edit_time:8.3f} s   ratio {edit_time / advanced_time:.3f}  (target <= 1.05)")
     print(f"two UNet calls per step    {split_time:8.3f} s   batched is {split_time / inversion_time:.2f}x faster")
-    print(f"{variations} variations batched  {batched_time:8.3f} s   vs one inversion per seed {one_by_one_time:.3f} s: {one_by_one_time / batched_time:.2f}x faster")
+    if batching:
+        print(f"{variations} variations batched  {batched_time:8.3f} s   vs one inversion per seed {one_by_one_time:.3f} s: {one_by_one_time / batched_time:.2f}x faster")
     print(f"noise maps hold            {maps.nbytes() / 2**20:8.2f} MiB = {maps.nbytes() / latent_bytes:.1f} x the latent ({2 * maps.steps + 1} latents + schedule)")
     print(f"peak memory rise: inversion {inversion_memory.rise / 2**20:.1f} MiB, plain sampling {sampling_memory.rise / 2**20:.1f} MiB")
     print(f"maps stored on             {maps.maps.device}")
@@ -187,6 +189,7 @@ def main():
     parser.add_argument("--sizes", nargs="+", default=["tiny", "sd15"], choices=["tiny", "sd15", "sdxl"])
     parser.add_argument("--steps", type=int, default=None, help="steps (default: 50 for tiny, 3 for full size on CPU)")
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--no-batching", action="store_true", help="skip the variations and step-parallel figures (for SDXL on a CPU)")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     builders = {"tiny": tiny_sd15, "sd15": full_size_sd15, "sdxl": full_size_sdxl}
@@ -195,8 +198,9 @@ def main():
         steps = args.steps or (50 if size == "tiny" else 3)
         repeats = args.repeats or (3 if size == "tiny" else 1)
         skip = max(1, round(0.36 * steps)) if steps > 2 else 1
-        bench(size, builders[size], steps, 3.5, skip, repeats)
-        bench_parallel_inversion(size, builders[size], steps, 3.5, repeats)
+        bench(size, builders[size], steps, 3.5, skip, repeats, batching=not args.no_batching)
+        if not args.no_batching:
+            bench_parallel_inversion(size, builders[size], steps, 3.5, repeats)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ do for ComfyUI's built-in samplers. Every input is checked before the first mode
 
 from __future__ import annotations
 
+import math
+
 import comfy.model_management
 import comfy.samplers
 import comfy.utils
@@ -22,6 +24,10 @@ MAX_PARALLEL_STEPS = 64
 """Most inversion steps put through the model in one batch (also the cap of the automatic choice)."""
 CPU_PARALLEL_STEPS = 8
 """Cap of the automatic choice on a CPU, where a larger batch gains nothing (see benchmarks/speed.py)."""
+CPU_PARALLEL_PIXELS = 2048
+"""Most latent pixels (batch x height x width, all steps together) in one automatic CPU batch. Past that the
+CPU is already busy with one step, and batching was measured slower (full-size SD1.5: 0.96x), so the
+automatic choice stays sequential."""
 
 
 def model_fingerprint(model) -> ModelFingerprint:
@@ -66,11 +72,14 @@ def auto_parallel_steps(base_model, latent_shape: tuple, steps: int) -> int:
 
     Uses the model's own estimate (`memory_required`, as ComfyUI's calc_cond_batch does) for the
     conditional and unconditional halves together, with the same 1.5 margin, on 80% of the free memory.
+    On a CPU it also keeps the batch small enough to gain (CPU_PARALLEL_STEPS, CPU_PARALLEL_PIXELS).
     """
     device = comfy.model_management.get_torch_device()
     free = comfy.model_management.get_free_memory(device)
-    cap = CPU_PARALLEL_STEPS if comfy.model_management.is_device_cpu(device) else MAX_PARALLEL_STEPS
     batch, *rest = latent_shape
+    cap = MAX_PARALLEL_STEPS
+    if comfy.model_management.is_device_cpu(device):
+        cap = min(CPU_PARALLEL_STEPS, CPU_PARALLEL_PIXELS // math.prod([batch, *rest[-2:]]))
     chunk = 1
     for candidate in range(2, min(cap, steps) + 1):
         if base_model.memory_required([2 * candidate * batch, *rest]) * 1.5 > 0.8 * free:

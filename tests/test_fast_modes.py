@@ -122,6 +122,15 @@ def test_automatic_chunk_size_follows_free_memory(monkeypatch):
     assert pipeline.auto_parallel_steps(base, shape, 50) == pipeline.CPU_PARALLEL_STEPS
 
 
+def test_automatic_chunk_size_stays_sequential_for_large_latents_on_cpu(monkeypatch):
+    base = tiny_models.sd15_eps(seed=0).patcher.model
+    monkeypatch.setattr(comfy.model_management, "get_free_memory", lambda *a, **k: 1e15)
+    assert pipeline.auto_parallel_steps(base, (1, 4, 64, 64), 50) == 1  # full-size SD1.5: batching measured slower
+    assert pipeline.auto_parallel_steps(base, (2, 4, 32, 32), 50) == 1
+    assert pipeline.auto_parallel_steps(base, (1, 4, 16, 16), 50) == pipeline.CPU_PARALLEL_STEPS
+    assert pipeline.auto_parallel_steps(base, (1, 4, 32, 32), 50) == 2
+
+
 @pytest.fixture
 def progress_hook():
     calls = []
