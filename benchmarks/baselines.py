@@ -50,7 +50,7 @@ def ddim_edit(model, positive, negative, sigmas: torch.Tensor, trajectory: list[
 
 def sdedit(model, positive, negative, samples: torch.Tensor, steps: int, cfg: float, scheduler: str, strength: float, seed: int, sampler: str = "ddpm"):
     """KSamplerAdvanced with added noise, starting at (1 - strength) of the steps."""
-    start = int(round((1 - strength) * steps))
+    start = round((1 - strength) * steps)
     noise = comfy.sample.prepare_noise(samples, seed)
     return comfy.sample.sample(
         model, noise, steps, cfg, sampler, scheduler, positive, negative, samples,

@@ -1,19 +1,20 @@
 """Edit quality on the trained toy model: edit-friendly DDPM inversion against DDIM inversion, SDEdit
 and plain generation, plus the noise-map manipulations and the fast DPM-Solver++(2M) SDE mode.
 
-    .cache/venv/bin/python benchmarks/quality.py                      # about 35 minutes on 2 CPU cores
+    .cache/venv/bin/python benchmarks/quality.py                      # about 30 minutes on 2 CPU cores
     .cache/venv/bin/python benchmarks/quality.py --images 8 --steps 10 --parts model edits   # smoke run
 
 The task: held-out pictures of "a <colour> <shape>" (benchmarks/toy_shapes.py, a seed never used in
 training) are recoloured to another colour by prompt ("a red circle" -> "a blue circle"). For each
-method and setting it prints, per picture and averaged:
+method and setting it prints, averaged over the pictures:
 - denoiser steps spent (inversion included), reconstruction error with the source prompt;
 - edit success: the classifier reads the target colour; shape kept: it still reads the source shape;
 - structure: IoU of the classifier's foreground masks before and after, and the mean absolute pixel
   change (0-1 scale) away from the shape (background error);
 - diversity: mean per-pixel standard deviation across 4 seeds of the same edit.
 Writes a trade-off plot (docs/quality-tradeoff.png), a sample grid of the model (docs/toy-samples.png),
-an edit grid (docs/quality-edits.png) and every figure as JSON (docs/quality-results.json).
+edit and manipulation grids (docs/quality-edits.png,
+docs/quality-manipulations.png) and every figure as JSON (docs/quality-results.json).
 """
 
 from __future__ import annotations
@@ -144,7 +145,7 @@ def run_edits(model, prompts, scenes, targets, steps, cfg_source, cfgs, skips, s
     for strength in strengths:
         for cfg in cfgs:
             output = baselines.sdedit(model, target, empty, samples, steps, cfg, SCHEDULER, strength, seed)
-            record("SDEdit", f"strength {strength:g}, cfg {cfg:g}", int(round(strength * steps)), output)
+            record("SDEdit", f"strength {strength:g}, cfg {cfg:g}", round(strength * steps), output)
             examples[f"SDEdit {strength:g} cfg {cfg:g}"] = output
 
     cfg = cfgs[len(cfgs) // 2]
@@ -191,7 +192,6 @@ def manipulations(model, prompts, scenes, targets, steps, cfg_source, shift=4, s
     shapes_kept = [m == s for m, s, r in zip(moved.shapes, scenes.shapes, room.tolist()) if r]
 
     region = torch.nn.functional.max_pool2d((scenes.masks > 0.05).float()[:, None], 5, stride=1, padding=2)[:, 0]
-    colour_rgb = [toy_shapes.COLOURS[name] for name in targets]
     colour = {}
     for strength in strengths:
         change = torch.zeros_like(maps.maps)
@@ -217,7 +217,7 @@ def fast_mode(model, prompts, scenes, targets, cfg_source, cfg, skip_fraction, s
     for rule, steps in settings:
         started = time.time()
         maps = pipeline.invert(model, source, empty, latent, steps, cfg_source, SCHEDULER, 1.0, 0, rule=rule)
-        skip = int(round(skip_fraction * steps))
+        skip = round(skip_fraction * steps)
         output = pipeline.regenerate(model, target, empty, maps, cfg, skip)
         recon = None  # DDPM's exactness is in the main table; here only the new rule's is worth the time
         if rule != "ddpm":
@@ -284,7 +284,7 @@ def main():
     prompts = Prompts(clip)
     scenes = toy_shapes.draw(args.images, HELD_OUT_SEED)
     targets = edit_targets(scenes)
-    skips = [int(round(f * args.steps)) for f in args.skips]
+    skips = [round(f * args.steps) for f in args.skips]
     output = DOCS / "quality-results.json"
     results = json.loads(output.read_text()) if output.is_file() else {}  # a run of some --parts updates those only
     results.update({"images": args.images, "steps": args.steps, "cfg_source": args.cfg_source, "scheduler": SCHEDULER})

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import pathlib
+import typing
 
 import comfy.latent_formats
 import comfy.model_base
@@ -66,9 +67,11 @@ def to_images(latent: torch.Tensor) -> torch.Tensor:
 
 
 class _Target:
+    """What comfy.sd.CLIP builds a text encoder from: SD1's classes, with the tiny config in model_options."""
+
     clip = comfy.sd1_clip.SD1ClipModel
     tokenizer = comfy.sd1_clip.SD1Tokenizer
-    params = {}
+    params: typing.ClassVar[dict] = {}
 
 
 def build_unet() -> comfy.model_base.BaseModel:
