@@ -56,9 +56,12 @@ def test_package_imports_outside_comfyui():
 
 
 def publish_file_list():
-    """What the Registry packs: the git-tracked files plus what `includes` names."""
-    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    files = {pathlib.PurePosixPath(path) for path in tracked}
+    """What the Registry packs: the git-tracked files, minus what .comfyignore matches, plus what `includes` names."""
+    def git_files(*options):
+        return set(subprocess.run(["git", "ls-files", "--cached", *options], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split())
+
+    ignored = git_files("--ignored", "--exclude-from=.comfyignore")  # git applies gitignore syntax, as the Registry does
+    files = {pathlib.PurePosixPath(path) for path in git_files() - ignored}
     for include in PYPROJECT["tool"]["comfy"]["includes"]:
         files |= {pathlib.PurePosixPath(p.relative_to(ROOT).as_posix()) for p in (ROOT / include).rglob("*") if p.is_file()}
     return files
@@ -77,4 +80,5 @@ def test_publish_list_holds_everything_needed_at_run_time():
         assert on_disk <= names, on_disk - names
     images = [p for p in (ROOT / "example_workflows").rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp")]
     assert images and all(p.relative_to(ROOT).as_posix() in names for p in images)
-    assert not any(name.startswith(".cache/") or name.endswith(".safetensors") for name in names)
+    assert not any(name.startswith((".cache/", "benchmarks/", "tests/")) or name.endswith(".safetensors") for name in names)
+    assert "docs/math.md" in names
