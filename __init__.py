@@ -12,4 +12,8 @@ try:
 except ImportError:
     pass
 else:
-    from .nodes.comfy_nodes import comfy_entrypoint  # noqa: F401
+    # ComfyUI imports this file as a package. A tool that loads it as a lone module (pytest does when the
+    # checkout's folder name is not a Python identifier, e.g. "edit-friendly-ddpm") has no package to
+    # import the nodes relative to, and needs none.
+    if __package__:
+        from .nodes.comfy_nodes import comfy_entrypoint  # noqa: F401
