@@ -3,7 +3,7 @@
     .cache/venv/bin/python benchmarks/train_toy.py                 # about 30 minutes on 2 CPU cores
     .cache/venv/bin/python benchmarks/train_toy.py --steps 20 --out /tmp/toy.safetensors   # smoke run
 
-Every batch is freshly drawn (benchmarks/toy_shapes.py, seed = --seed + step), so the model never sees
+Every batch is freshly drawn (benchmarks/toy_shapes.py, seed = --seed x 1000003 + step), so the model never sees
 the benchmark's held-out pictures (drawn from other seeds) and never sees HELD_OUT_PAIRS at all. The
 objective is ComfyUI's EPS parametrisation on its discrete schedule, with min-SNR-5 weighting and 10%
 empty captions for classifier-free guidance. The saved weights are an exponential moving average.
