@@ -83,20 +83,32 @@ def reconstruction_error(output: torch.Tensor, latent: torch.Tensor) -> float:
     return float((output.float() - latent.float()).abs().max())
 
 
+def accuracy(reading: toy_shapes.Reading, colours: list[str], shapes: list[str]) -> dict:
+    """Share of pictures whose colour, shape, and both, the classifier reads as named."""
+    colour = [got == want for got, want in zip(reading.colours, colours)]
+    shape = [got == want for got, want in zip(reading.shapes, shapes)]
+    return {"colour": sum(colour) / len(colour), "shape": sum(shape) / len(shape), "both": sum(map(all, zip(colour, shape))) / len(colour)}
+
+
+def check_classifier(count: int = 1000, seed: int = 7) -> dict:
+    """The classifier on drawn pictures, whose colour, shape and mask are known."""
+    scenes = toy_shapes.draw(count, seed)
+    reading = toy_shapes.classify(scenes.images)
+    iou = float(toy_shapes.iou(reading.masks, scenes.masks > 0.5).mean())
+    return {"pictures": count, **accuracy(reading, scenes.colours, scenes.shapes), "mask_iou": iou}
+
+
 def check_model(model, prompts, steps: int, cfg: float, per_caption: int) -> dict:
     """Samples for every caption (training pairs and the held-out pairs), read back by the classifier."""
-    pairs = [(c, s) for c in toy_shapes.COLOUR_NAMES for s in toy_shapes.SHAPES]
-    captions = [toy_shapes.caption(c, s) for c, s in pairs for _ in range(per_caption)]
+    wanted = [(c, s) for c in toy_shapes.COLOUR_NAMES for s in toy_shapes.SHAPES for _ in range(per_caption)]
+    captions = [toy_shapes.caption(c, s) for c, s in wanted]
     samples = baselines.generate(model, prompts(captions), prompts([""] * len(captions)), (len(captions), 3, 32, 32), steps, cfg, SCHEDULER, seed=7, sampler="euler")
     reading = toy_shapes.classify(toy_model.to_images(samples))
     result = {}
     for group, members in (("training pairs", toy_shapes.training_pairs()), ("held-out pairs", list(toy_shapes.HELD_OUT_PAIRS))):
-        rows = [i for i, pair in enumerate(p for p in pairs for _ in range(per_caption)) if pair in members]
-        want = [pairs[i // per_caption] for i in rows]
-        colour = sum(reading.colours[i] == w[0] for i, w in zip(rows, want)) / len(rows)
-        shape = sum(reading.shapes[i] == w[1] for i, w in zip(rows, want)) / len(rows)
-        both = sum(reading.colours[i] == w[0] and reading.shapes[i] == w[1] for i, w in zip(rows, want)) / len(rows)
-        result[group] = {"samples": len(rows), "colour": colour, "shape": shape, "both": both}
+        rows = [i for i, pair in enumerate(wanted) if pair in members]
+        picked = toy_shapes.Reading([reading.colours[i] for i in rows], [reading.shapes[i] for i in rows], reading.masks[rows])
+        result[group] = {"samples": len(rows), **accuracy(picked, [wanted[i][0] for i in rows], [wanted[i][1] for i in rows])}
     save_grid(toy_model.to_images(samples), DOCS / "toy-samples.png", per_caption)
     return result
 
@@ -275,7 +287,7 @@ def main():
     parser.add_argument("--strengths", type=float, nargs="+", default=[0.5, 0.75], help="SDEdit strength sweep")
     parser.add_argument("--diversity-images", type=int, default=10)
     parser.add_argument("--subset-images", type=int, default=50, help="pictures for the manipulations and the fast mode")
-    parser.add_argument("--parts", nargs="+", default=["model", "edits", "diversity", "manipulations", "fast"])
+    parser.add_argument("--parts", nargs="+", default=["classifier", "model", "edits", "diversity", "manipulations", "fast"])
     parser.add_argument("--fast-steps", type=int, nargs="+", default=[100, 25])
     args = parser.parse_args()
     torch.set_grad_enabled(False)
@@ -290,6 +302,9 @@ def main():
     results.update({"images": args.images, "steps": args.steps, "cfg_source": args.cfg_source, "scheduler": SCHEDULER})
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.images} held-out pictures, {args.steps} steps, source cfg {args.cfg_source:g}")
     started = time.time()
+    if "classifier" in args.parts:
+        results["classifier_check"] = check_classifier()
+        print("classifier on drawn pictures:", json.dumps(results["classifier_check"]), flush=True)
     if "model" in args.parts:
         results["model_check"] = check_model(model, prompts, args.steps, args.cfgs[1 if len(args.cfgs) > 1 else 0], per_caption=6)
         print("model check (classifier on samples):", json.dumps(results["model_check"]), flush=True)

@@ -3,6 +3,7 @@
     .cache/venv/bin/python benchmarks/speed.py                # tiny models + full-size SD1.5 at 512x512
     .cache/venv/bin/python benchmarks/speed.py --sizes tiny    # seconds
     .cache/venv/bin/python benchmarks/speed.py --sizes sdxl --steps 2 --no-batching   # SDXL at 1024x1024: ~20 min on CPU
+    .cache/venv/bin/python benchmarks/speed.py --sizes sdxl --steps 2 --alternate-edit 2   # edit vs KSamplerAdvanced in turn
 
 Prints wall-clock figures and ratios:
 - inversion / KSampler (same model, steps, CFG, scheduler): the inversion is one sampling pass;
@@ -171,6 +172,29 @@ def bench(name, build, steps, cfg, skip, repeats, batching=True):
     print(f"maps stored on             {maps.maps.device}")
 
 
+def bench_edit_alternating(name, build, steps, cfg, skip, rounds):
+    """Edit and KSamplerAdvanced timed in turn, edit first, in one process: for sizes where one run is one UNet call."""
+    tiny, (height, width) = build()
+    patcher = tiny.patcher
+    latent = tiny_models.latent(tiny, batch=1, height=height, width=width, seed=0)
+    negative = tiny.conditioning(2)
+    scheduler = "ddim_uniform" if steps >= 10 else "simple"
+    maps = pipeline.invert(patcher, tiny.conditioning(1), negative, latent, steps, cfg, scheduler, 1.0, 0)
+
+    def ksampler_advanced():
+        noise = comfy.sample.prepare_noise(latent["samples"], 0)
+        return comfy.sample.sample(
+            patcher, noise, steps, cfg, "ddpm", scheduler, tiny.conditioning(1), negative, latent["samples"],
+            start_step=skip, last_step=steps, force_full_denoise=True, disable_pbar=True, seed=0,
+        )
+
+    print(f"\n== {name}: edit and KSamplerAdvanced from step {skip} of {steps}, alternating, {rounds} rounds")
+    for _ in range(rounds):
+        edit_time, _ = timed(lambda: pipeline.regenerate(patcher, tiny.conditioning(3), negative, maps, cfg, skip), 1)
+        advanced_time, _ = timed(ksampler_advanced, 1)
+        print(f"edit {edit_time:8.1f} s   KSamplerAdvanced {advanced_time:8.1f} s   ratio {edit_time / advanced_time:.2f}", flush=True)
+
+
 def bench_parallel_inversion(name, build, steps, cfg, repeats, chunks=(1, 4, 8)):
     """Step-parallel inversion (parallel_steps) against one step at a time, on the same model and input."""
     tiny, size = build()
@@ -190,6 +214,8 @@ def main():
     parser.add_argument("--steps", type=int, default=None, help="steps (default: 50 for tiny, 3 for full size on CPU)")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--no-batching", action="store_true", help="skip the variations and step-parallel figures (for SDXL on a CPU)")
+    parser.add_argument("--alternate-edit", type=int, default=0, metavar="ROUNDS",
+                        help="only time edit and KSamplerAdvanced in turn, ROUNDS times (a check of a one-call edit ratio)")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     builders = {"tiny": tiny_sd15, "sd15": full_size_sd15, "sdxl": full_size_sdxl}
@@ -198,6 +224,9 @@ def main():
         steps = args.steps or (50 if size == "tiny" else 3)
         repeats = args.repeats or (3 if size == "tiny" else 1)
         skip = max(1, round(0.36 * steps)) if steps > 2 else 1
+        if args.alternate_edit:
+            bench_edit_alternating(size, builders[size], steps, 3.5, skip, args.alternate_edit)
+            continue
         bench(size, builders[size], steps, 3.5, skip, repeats, batching=not args.no_batching)
         if not args.no_batching:
             bench_parallel_inversion(size, builders[size], steps, 3.5, repeats)

@@ -151,12 +151,16 @@ def test_toy_weights_round_trip(trained, tmp_path):
         toy_model.load(tmp_path / "missing.safetensors")
 
 
+def two_pictures(clip, seed: int):
+    """A LATENT of two drawn pictures, their captions' CONDITIONING and the empty caption's."""
+    scenes = toy_shapes.draw(2, seed)
+    prompts = quality.Prompts(clip)
+    return toy_model.to_latent(scenes.images), prompts(scenes.captions), prompts(["", ""])
+
+
 def test_pack_inverts_the_pixel_space_model_exactly(trained):
     patcher, clip = trained
-    prompts = quality.Prompts(clip)
-    scenes = toy_shapes.draw(2, 5)
-    latent = toy_model.to_latent(scenes.images)
-    source, empty = prompts(scenes.captions), prompts(["", ""])
+    latent, source, empty = two_pictures(clip, 5)
     with torch.no_grad():
         maps = pipeline.invert(patcher, source, empty, latent, 6, 2.0, "normal", 1.0, 0)
         again = pipeline.regenerate(patcher, source, empty, maps, 2.0, 0)
@@ -165,10 +169,8 @@ def test_pack_inverts_the_pixel_space_model_exactly(trained):
 
 def test_ddim_inversion_path_and_its_convergence(trained):
     patcher, clip = trained
-    scenes = toy_shapes.draw(2, 6)
-    samples = toy_model.to_latent(scenes.images)["samples"]
-    prompts = quality.Prompts(clip)
-    source, empty = prompts(scenes.captions), prompts(["", ""])
+    latent, source, empty = two_pictures(clip, 6)
+    samples = latent["samples"]
     errors = {}
     with torch.no_grad():
         for steps in (4, 40):
@@ -183,10 +185,8 @@ def test_ddim_inversion_path_and_its_convergence(trained):
 
 def test_sdedit_and_generation_follow_their_strength_and_seed(trained):
     patcher, clip = trained
-    scenes = toy_shapes.draw(2, 7)
-    samples = toy_model.to_latent(scenes.images)["samples"]
-    prompts = quality.Prompts(clip)
-    positive, empty = prompts(scenes.captions), prompts(["", ""])
+    latent, positive, empty = two_pictures(clip, 7)
+    samples = latent["samples"]
     with torch.no_grad():
         light = baselines.sdedit(patcher, positive, empty, samples, 10, 2.0, "normal", 0.2, 0)
         heavy = baselines.sdedit(patcher, positive, empty, samples, 10, 2.0, "normal", 0.9, 0)
