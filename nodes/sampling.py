@@ -143,9 +143,9 @@ def draw_noisy_latents(x0: torch.Tensor, scales: torch.Tensor, seeds):
         yield a * x0 + b * eps.to(x0.device, x0.dtype)
 
 
-def _inner_model_sampling(model):
+def _base_model(model):
     # `model` is ComfyUI's KSamplerX0Inpaint around a guider around the BaseModel.
-    return model.inner_model.inner_model.model_sampling
+    return model.inner_model.inner_model
 
 
 def _timestep_gates(model, extra_args) -> list | None:
@@ -216,7 +216,7 @@ def sample_edit_friendly_inversion(
     first-order ones, and second-order rules also record the clean-latent estimates (`denoised`).
     """
     extra_args = {} if extra_args is None else extra_args
-    model_sampling = _inner_model_sampling(model)
+    model_sampling = _base_model(model).model_sampling
     x0 = model.latent_image.to(x.dtype)
     sigmas_cpu = sigmas.detach().float().cpu()
     scales = signal_and_noise_scales(model_sampling, sigmas_cpu)
@@ -225,7 +225,7 @@ def sample_edit_friendly_inversion(
     batch = x.shape[0]
     s_in = x.new_ones([batch])
     if callable(parallel_steps):
-        parallel_steps = parallel_steps(model.inner_model.inner_model, tuple(x.shape), len(steps))
+        parallel_steps = parallel_steps(_base_model(model), tuple(x.shape), len(steps))
     chunks = plan_chunks(sigmas_cpu, len(steps), parallel_steps, _timestep_gates(model, extra_args))
 
     noisy_targets = draw_noisy_latents(x0, scales, seed)
@@ -264,7 +264,6 @@ def sample_edit_friendly_inversion(
                 "noisy_latents": torch.stack(noisy_latents),
                 "maps": torch.stack(maps),
                 "denoised": torch.stack(denoised_record) if keep_history else None,
-                "chunks": chunks,
             }
         )
     return x
@@ -287,7 +286,7 @@ def replay_offset(noise_maps: NoiseMaps, sigmas: torch.Tensor) -> int:
 
 
 def _check_replay_fits(model, noise_maps: NoiseMaps, x: torch.Tensor) -> None:
-    inner = model.inner_model.inner_model
+    inner = _base_model(model)
     check_maps_fit_model(noise_maps, ModelFingerprint.of(inner.model_sampling, inner.latent_format))
     if tuple(x.shape) != noise_maps.latent_shape:
         raise EditFriendlyInputError(
@@ -334,7 +333,7 @@ def sample_edit_friendly(
     if mask is not None:
         # Outside the mask the output follows the source's own trajectory, which ends at the source latent.
         mask = mask.to(x.device, x.dtype)
-        source_clean = model.inner_model.inner_model.process_latent_in(noise_maps.source_latent.to(x.device, x.dtype))
+        source_clean = _base_model(model).process_latent_in(noise_maps.source_latent.to(x.device, x.dtype))
 
     x = noise_maps.start_latent(skip).to(x.device, x.dtype)
     previous = None
