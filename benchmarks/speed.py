@@ -2,17 +2,23 @@
 
     .cache/venv/bin/python benchmarks/speed.py                # tiny models + full-size SD1.5 at 512x512
     .cache/venv/bin/python benchmarks/speed.py --sizes tiny    # seconds
-    .cache/venv/bin/python benchmarks/speed.py --sizes sdxl --steps 2 --no-batching   # SDXL at 1024x1024: ~20 min on CPU
+    .cache/venv/bin/python benchmarks/speed.py --sizes sdxl --steps 2 --parts passes   # SDXL at 1024x1024: ~20 min on CPU
     .cache/venv/bin/python benchmarks/speed.py --sizes sdxl --steps 2 --alternate-edit 2   # edit vs KSamplerAdvanced in turn
+    EF_DEVICE=cuda python benchmarks/speed.py --sizes sd15 sdxl --steps 100 --dtype fp16   # on a GPU
 
 Prints wall-clock figures and ratios:
 - inversion / KSampler (same model, steps, CFG, scheduler): the inversion is one sampling pass;
 - edit / KSamplerAdvanced over the same remaining steps: an edit is one partial pass;
 - batched CFG (ours: conditional and unconditional in one UNet call) against the reference
   implementation's structure (two separate UNet calls per step);
-- several variations (seeds) inverted in one batched run against one inversion per seed;
-- bytes held by the noise maps, and peak process memory during inversion and plain sampling.
-Weights are random (timing needs no trained weights); the models are real ComfyUI model classes.
+- bytes held by the noise maps, and peak memory (process memory on a CPU, allocated GPU memory on a GPU)
+  during inversion and plain sampling (part `passes`);
+- several variations (seeds) inverted in one batched run against one inversion per seed (`variations`);
+- step-parallel inversion (`parallel_steps`) against one step at a time (`parallel`);
+- reconstruction error (inversion, then regeneration with the same prompt and CFG) for both step rules,
+  one step at a time and step-parallel, in the model's dtype (`reconstruction`).
+Weights are random (timing needs no trained weights); the models are real ComfyUI model classes, built
+and filled on the device ComfyUI picks (EF_DEVICE=cuda lets it pick the GPU; the default is the CPU).
 """
 
 from __future__ import annotations
@@ -27,9 +33,11 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-import conftest  # noqa: E402, F401  (puts ComfyUI on the path, CPU mode, loads the pack)
+import conftest  # noqa: E402, F401  (puts ComfyUI on the path, on EF_DEVICE (default cpu), loads the pack)
 
 import comfy.model_base  # noqa: E402
+import comfy.model_management  # noqa: E402
+import comfy.model_patcher  # noqa: E402
 import comfy.sample  # noqa: E402
 import comfy.supported_models  # noqa: E402
 import comfy.utils  # noqa: E402
@@ -39,9 +47,20 @@ import torch  # noqa: E402
 from edit_friendly_ddpm.nodes import pipeline  # noqa: E402
 
 comfy.utils.PROGRESS_BAR_ENABLED = False
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+PARTS = ("passes", "variations", "parallel", "reconstruction")
 
 
-def full_size_sd15():
+def on_device(model: comfy.model_base.BaseModel) -> comfy.model_patcher.ModelPatcher:
+    """Move a random-weight model to ComfyUI's device, fill it there from a seeded generator, and wrap it."""
+    device = comfy.model_management.get_torch_device()
+    model.to(device)
+    tiny_models.fill_seeded(model, 0, device=device)
+    model.eval()
+    return comfy.model_patcher.ModelPatcher(model, load_device=device, offload_device=comfy.model_management.unet_offload_device())
+
+
+def full_size_sd15(dtype):
     unet = {
         "use_checkpoint": False, "image_size": 32, "in_channels": 4, "out_channels": 4, "model_channels": 320,
         "num_res_blocks": [2, 2, 2, 2], "channel_mult": [1, 2, 4, 4], "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0],
@@ -49,12 +68,14 @@ def full_size_sd15():
         "use_spatial_transformer": True, "use_linear_in_transformer": False, "context_dim": 768, "legacy": False,
         "adm_in_channels": None, "use_temporal_attention": False, "use_temporal_resblock": False,
     }
-    model = comfy.model_base.BaseModel(comfy.supported_models.SD15(unet), model_type=comfy.model_base.ModelType.EPS)
+    config = comfy.supported_models.SD15(unet)
+    config.set_inference_dtype(dtype, None)
+    model = comfy.model_base.BaseModel(config, model_type=comfy.model_base.ModelType.EPS, device=comfy.model_management.get_torch_device())
     conditioning = tiny_models._cross_attn_conditioning(77, 768)
-    return tiny_models.TinyModel("sd15", tiny_models._patcher(model, 0), 4, conditioning), (64, 64)
+    return tiny_models.TinyModel("sd15", on_device(model), 4, conditioning), (64, 64)
 
 
-def full_size_sdxl():
+def full_size_sdxl(dtype):
     unet = {
         "use_checkpoint": False, "image_size": 32, "in_channels": 4, "out_channels": 4, "model_channels": 320,
         "num_res_blocks": [2, 2, 2], "channel_mult": [1, 2, 4], "transformer_depth": [0, 0, 2, 2, 10, 10],
@@ -63,19 +84,29 @@ def full_size_sdxl():
         "adm_in_channels": 2816, "num_classes": "sequential", "use_temporal_attention": False, "use_temporal_resblock": False,
     }
     config = comfy.supported_models.SDXL(unet)
-    model = comfy.model_base.SDXL(config)
+    config.set_inference_dtype(dtype, None)
+    model = comfy.model_base.SDXL(config, device=comfy.model_management.get_torch_device())
     conditioning = tiny_models._cross_attn_conditioning(77, 2048, {"pooled_output": (1280,)})
-    return tiny_models.TinyModel("sdxl", tiny_models._patcher(model, 0), 4, conditioning), (128, 128)
+    return tiny_models.TinyModel("sdxl", on_device(model), 4, conditioning), (128, 128)
 
 
-def tiny_sd15():
-    return tiny_models.sd15_eps(0), (16, 16)
+def tiny_sd15(dtype):
+    config = comfy.supported_models.SD15(tiny_models._sd_unet_config(4))
+    config.set_inference_dtype(dtype, None)
+    model = comfy.model_base.BaseModel(config, model_type=comfy.model_base.ModelType.EPS, device=comfy.model_management.get_torch_device())
+    return tiny_models.TinyModel("eps", on_device(model), 4, tiny_models._cross_attn_conditioning(6, tiny_models.CONTEXT_DIM)), (16, 16)
 
 
 class PeakMemory:
-    """Peak resident memory of this process while the block runs, sampled every 5 ms."""
+    """Peak memory rise while the block runs: allocated GPU memory on a GPU, else resident process memory sampled every 5 ms."""
 
     def __enter__(self):
+        self.device = comfy.model_management.get_torch_device()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.start = torch.cuda.memory_allocated(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return self
         self.process = psutil.Process(os.getpid())
         self.start = self.peak = self.process.memory_info().rss
         self.running = True
@@ -89,17 +120,30 @@ class PeakMemory:
             time.sleep(0.005)
 
     def __exit__(self, *exc):
-        self.running = False
-        self.thread.join()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak = torch.cuda.max_memory_allocated(self.device)
+        else:
+            self.running = False
+            self.thread.join()
         self.rise = self.peak - self.start
 
 
+def synchronize():
+    device = comfy.model_management.get_torch_device()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def timed(function, repeats):
+    """Median wall-clock seconds of `repeats` calls (the device synchronised around each) and the last result."""
     times = []
     result = None
     for _ in range(repeats):
+        synchronize()
         start = time.perf_counter()
         result = function()
+        synchronize()
         times.append(time.perf_counter() - start)
     return statistics.median(times), result
 
@@ -123,113 +167,139 @@ def split_cfg_batch(patcher):
     return patched
 
 
-def bench(name, build, steps, cfg, skip, repeats, batching=True):
-    tiny, (height, width) = build()
-    patcher = tiny.patcher
-    latent = tiny_models.latent(tiny, batch=1, height=height, width=width, seed=0)
-    positive, negative = tiny.conditioning(1), tiny.conditioning(2)
-    scheduler = "ddim_uniform" if steps >= 10 else "simple"
+class Setup:
+    """One model, input latent, prompts and schedule shared by every part of a size's benchmark."""
 
-    def ksampler():
-        noise = comfy.sample.prepare_noise(latent["samples"], 0)
-        return comfy.sample.sample(patcher, noise, steps, cfg, "ddpm", scheduler, positive, negative, latent["samples"], disable_pbar=True, seed=0)
+    def __init__(self, name, build, dtype, steps, cfg, skip):
+        self.name, self.steps, self.cfg, self.skip = name, steps, cfg, skip
+        tiny, (height, width) = build(dtype)
+        self.patcher, self.tiny = tiny.patcher, tiny
+        self.latent = tiny_models.latent(tiny, batch=1, height=height, width=width, seed=0)
+        self.positive, self.negative, self.target = tiny.conditioning(1), tiny.conditioning(2), tiny.conditioning(3)
+        self.scheduler = "ddim_uniform" if steps >= 10 else "simple"
 
-    def ksampler_advanced():
-        noise = comfy.sample.prepare_noise(latent["samples"], 0)
+    def ksampler(self, start_step=None):
+        noise = comfy.sample.prepare_noise(self.latent["samples"], 0)
         return comfy.sample.sample(
-            patcher, noise, steps, cfg, "ddpm", scheduler, positive, negative, latent["samples"],
-            start_step=skip, last_step=steps, force_full_denoise=True, disable_pbar=True, seed=0,
+            self.patcher, noise, self.steps, self.cfg, "ddpm", self.scheduler, self.positive, self.negative, self.latent["samples"],
+            start_step=start_step, last_step=self.steps if start_step else None, force_full_denoise=bool(start_step),
+            disable_pbar=True, seed=0,
         )
 
-    ksampler()  # warm-up: first calls allocate and pick kernels
+    def invert(self, patcher=None, steps=None, seed=0, **options):
+        return pipeline.invert(
+            patcher or self.patcher, self.positive, self.negative, self.latent, steps or self.steps, self.cfg, self.scheduler, 1.0, seed, **options
+        )
+
+    def edit(self, maps):
+        return pipeline.regenerate(self.patcher, self.target, self.negative, maps, self.cfg, self.skip)
+
+    def reconstruction_error(self, maps):
+        regenerated = pipeline.regenerate(self.patcher, self.positive, self.negative, maps, self.cfg, 0)
+        return (regenerated.float() - self.latent["samples"]).abs().max().item()
+
+
+def bench_passes(setup, repeats):
+    """Inversion and edit against KSampler and KSamplerAdvanced, batched against split CFG, memory."""
+    setup.ksampler()  # warm-up: first calls allocate and pick kernels
     with PeakMemory() as sampling_memory:
-        ksampler_time, _ = timed(ksampler, repeats)
+        ksampler_time, _ = timed(setup.ksampler, repeats)
     with PeakMemory() as inversion_memory:
-        inversion_time, maps = timed(lambda: pipeline.invert(patcher, positive, negative, latent, steps, cfg, scheduler, 1.0, 0), repeats)
-    advanced_time, _ = timed(ksampler_advanced, repeats)
-    edit_time, _ = timed(lambda: pipeline.regenerate(patcher, tiny.conditioning(3), negative, maps, cfg, skip), repeats)
-    split = split_cfg_batch(patcher)
-    split_time, _ = timed(lambda: pipeline.invert(split, positive, negative, latent, steps, cfg, scheduler, 1.0, 0), repeats)
+        inversion_time, maps = timed(setup.invert, repeats)
+    advanced_time, _ = timed(lambda: setup.ksampler(start_step=setup.skip), repeats)
+    edit_time, _ = timed(lambda: setup.edit(maps), repeats)
+    split = split_cfg_batch(setup.patcher)
+    split_time, _ = timed(lambda: setup.invert(split), repeats)
 
-    variations = 4
-    if batching:
-        batched_time, _ = timed(lambda: pipeline.invert(patcher, positive, negative, latent, steps, cfg, scheduler, 1.0, 0, variations), repeats)
-        one_by_one_time, _ = timed(
-            lambda: [pipeline.invert(patcher, positive, negative, latent, steps, cfg, scheduler, 1.0, seed) for seed in range(variations)], repeats
-        )
-
-    latent_bytes = latent["samples"].numel() * latent["samples"].element_size()
-    print(f"\n== {name}: latent {tuple(latent['samples'].shape)}, {maps.steps} steps, cfg {cfg}, skip {skip}, median of {repeats}")
+    samples = setup.latent["samples"]
+    latent_bytes = samples.numel() * samples.element_size()
+    skip = setup.skip
     print(f"KSampler (ddpm)            {ksampler_time:8.3f} s")
     print(f"inversion                  {inversion_time:8.3f} s   ratio {inversion_time / ksampler_time:.3f}  (target <= 1.05)")
     print(f"KSamplerAdvanced from {skip:<4} {advanced_time:8.3f} s")
     print(f"edit from skip {skip:<4}        {edit_time:8.3f} s   ratio {edit_time / advanced_time:.3f}  (target <= 1.05)")
     print(f"two UNet calls per step    {split_time:8.3f} s   batched is {split_time / inversion_time:.2f}x faster")
-    if batching:
-        print(f"{variations} variations batched  {batched_time:8.3f} s   vs one inversion per seed {one_by_one_time:.3f} s: {one_by_one_time / batched_time:.2f}x faster")
     print(f"noise maps hold            {maps.nbytes() / 2**20:8.2f} MiB = {maps.nbytes() / latent_bytes:.1f} x the latent ({2 * maps.steps + 1} latents + schedule)")
     print(f"peak memory rise: inversion {inversion_memory.rise / 2**20:.1f} MiB, plain sampling {sampling_memory.rise / 2**20:.1f} MiB")
-    print(f"maps stored on             {maps.maps.device}")
+    print(f"maps stored on             {maps.maps.device}", flush=True)
 
 
-def bench_edit_alternating(name, build, steps, cfg, skip, rounds):
-    """Edit and KSamplerAdvanced timed in turn, edit first, in one process: for sizes where one run is one UNet call."""
-    tiny, (height, width) = build()
-    patcher = tiny.patcher
-    latent = tiny_models.latent(tiny, batch=1, height=height, width=width, seed=0)
-    negative = tiny.conditioning(2)
-    scheduler = "ddim_uniform" if steps >= 10 else "simple"
-    maps = pipeline.invert(patcher, tiny.conditioning(1), negative, latent, steps, cfg, scheduler, 1.0, 0)
-
-    def ksampler_advanced():
-        noise = comfy.sample.prepare_noise(latent["samples"], 0)
-        return comfy.sample.sample(
-            patcher, noise, steps, cfg, "ddpm", scheduler, tiny.conditioning(1), negative, latent["samples"],
-            start_step=skip, last_step=steps, force_full_denoise=True, disable_pbar=True, seed=0,
-        )
-
-    print(f"\n== {name}: edit and KSamplerAdvanced from step {skip} of {steps}, alternating, {rounds} rounds")
-    for _ in range(rounds):
-        edit_time, _ = timed(lambda: pipeline.regenerate(patcher, tiny.conditioning(3), negative, maps, cfg, skip), 1)
-        advanced_time, _ = timed(ksampler_advanced, 1)
-        print(f"edit {edit_time:8.1f} s   KSamplerAdvanced {advanced_time:8.1f} s   ratio {edit_time / advanced_time:.2f}", flush=True)
+def bench_variations(setup, repeats, variations=4):
+    """Several seeds inverted in one batched run against one inversion per seed."""
+    batched_time, _ = timed(lambda: setup.invert(variations=variations), repeats)
+    one_by_one_time, _ = timed(lambda: [setup.invert(seed=seed) for seed in range(variations)], repeats)
+    print(f"{variations} variations batched  {batched_time:8.3f} s   vs one inversion per seed {one_by_one_time:.3f} s: {one_by_one_time / batched_time:.2f}x faster", flush=True)
 
 
-def bench_parallel_inversion(name, build, steps, cfg, repeats, chunks=(1, 4, 8)):
-    """Step-parallel inversion (parallel_steps) against one step at a time, on the same model and input."""
-    tiny, size = build()
-    latent = tiny_models.latent(tiny, batch=1, height=size[0], width=size[1], seed=0)
-    positive, negative = tiny.conditioning(1), tiny.conditioning(2)
+def bench_parallel_inversion(setup, repeats, chunks):
+    """Step-parallel inversion (parallel_steps; 0 = automatic) against one step at a time."""
     times = {}
     for chunk in chunks:
-        times[chunk], _ = timed(lambda: pipeline.invert(tiny.patcher, positive, negative, latent, steps, cfg, "ddim_uniform", 1.0, 0, parallel_steps=chunk), repeats)
-    print(f"\n== {name}: step-parallel inversion, {steps} steps, cfg {cfg}, median of {repeats}")
+        times[chunk], _ = timed(lambda: setup.invert(parallel_steps=chunk), repeats)
+    chosen = pipeline.auto_parallel_steps(setup.patcher.model, tuple(setup.latent["samples"].shape), setup.steps)
     for chunk, seconds in times.items():
-        print(f"parallel_steps {chunk:<3}        {seconds:8.3f} s   speed-up {times[chunks[0]] / seconds:.2f}x")
+        label = f"{chunk} (auto: {chosen})" if chunk == 0 else str(chunk)
+        print(f"parallel_steps {label:<12} {seconds:8.3f} s   speed-up {times[chunks[0]] / seconds:.2f}x", flush=True)
+
+
+def bench_reconstruction(setup, rules):
+    """Largest absolute difference between the input latent and its regeneration with the source prompt and CFG."""
+    for rule, steps in rules:
+        for parallel_steps in (1, 0):
+            maps = setup.invert(steps=steps, rule=rule, parallel_steps=parallel_steps)
+            mode = "one step at a time" if parallel_steps == 1 else "step-parallel (auto)"
+            print(f"reconstruction {rule:<13} {steps:>3} steps, {mode:<21} max |error| {setup.reconstruction_error(maps):.2e}", flush=True)
+
+
+def bench_edit_alternating(setup, rounds):
+    """Edit and KSamplerAdvanced timed in turn, edit first, in one process: for sizes where one run is one UNet call."""
+    maps = setup.invert()
+    print(f"edit and KSamplerAdvanced from step {setup.skip} of {setup.steps}, alternating, {rounds} rounds")
+    for _ in range(rounds):
+        edit_time, _ = timed(lambda: setup.edit(maps), 1)
+        advanced_time, _ = timed(lambda: setup.ksampler(start_step=setup.skip), 1)
+        print(f"edit {edit_time:8.1f} s   KSamplerAdvanced {advanced_time:8.1f} s   ratio {edit_time / advanced_time:.2f}", flush=True)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", default=["tiny", "sd15"], choices=["tiny", "sd15", "sdxl"])
-    parser.add_argument("--steps", type=int, default=None, help="steps (default: 50 for tiny, 3 for full size on CPU)")
-    parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--no-batching", action="store_true", help="skip the variations and step-parallel figures (for SDXL on a CPU)")
+    parser.add_argument("--steps", type=int, default=None, help="steps (default: 50 for tiny, 3 for full size on a CPU, 100 on a GPU)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs per figure, median reported (default: 3; 1 for full size on a CPU)")
+    parser.add_argument("--dtype", choices=DTYPES, default="fp32", help="the model's weights and compute (fp16 on a GPU, as ComfyUI would)")
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="which figures (default: all)")
+    parser.add_argument("--chunks", nargs="+", type=int, default=None,
+                        help="parallel_steps values for the step-parallel part, first one the baseline (default: 1 4 8 on a CPU, 1 0 4 16 on a GPU)")
     parser.add_argument("--alternate-edit", type=int, default=0, metavar="ROUNDS",
                         help="only time edit and KSamplerAdvanced in turn, ROUNDS times (a check of a one-call edit ratio)")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     builders = {"tiny": tiny_sd15, "sd15": full_size_sd15, "sdxl": full_size_sdxl}
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu")
+    device = comfy.model_management.get_torch_device()
+    on_gpu = device.type != "cpu"
+    described = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__}, device {described}, weights {args.dtype}")
+    chunks = args.chunks or ([1, 0, 4, 16] if on_gpu else [1, 4, 8])
     for size in args.sizes:
-        steps = args.steps or (50 if size == "tiny" else 3)
-        repeats = args.repeats or (3 if size == "tiny" else 1)
+        steps = args.steps or (50 if size == "tiny" else 100 if on_gpu else 3)
+        repeats = args.repeats or (3 if size == "tiny" or on_gpu else 1)
         skip = max(1, round(0.36 * steps)) if steps > 2 else 1
+        setup = Setup(size, builders[size], DTYPES[args.dtype], steps, 3.5, skip)
+        print(f"\n== {size}: latent {tuple(setup.latent['samples'].shape)}, {steps} steps, cfg {setup.cfg}, skip {skip}, median of {repeats}", flush=True)
         if args.alternate_edit:
-            bench_edit_alternating(size, builders[size], steps, 3.5, skip, args.alternate_edit)
+            bench_edit_alternating(setup, args.alternate_edit)
             continue
-        bench(size, builders[size], steps, 3.5, skip, repeats, batching=not args.no_batching)
-        if not args.no_batching:
-            bench_parallel_inversion(size, builders[size], steps, 3.5, repeats)
+        if "passes" in args.parts:
+            bench_passes(setup, repeats)
+        if "variations" in args.parts:
+            bench_variations(setup, repeats)
+        if "parallel" in args.parts:
+            bench_parallel_inversion(setup, repeats, chunks)
+        if "reconstruction" in args.parts:
+            bench_reconstruction(setup, [("ddpm", steps), ("dpmpp_2m_sde", max(2, steps // 4))])
+        del setup
+        comfy.model_management.unload_all_models()
+        comfy.model_management.soft_empty_cache()
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import comfy.cli_args  # noqa: E402
 
 # Tests run on the CPU, as on a machine without a GPU, and must not depend on one being present.
-comfy.cli_args.args.cpu = True
+# benchmarks/speed.py, which loads ComfyUI through this file, times a GPU with EF_DEVICE=cuda.
+comfy.cli_args.args.cpu = os.environ.get("EF_DEVICE", "cpu") == "cpu"
 
 
 def _load_pack():

@@ -28,14 +28,17 @@ class TinyModel:
     """conditioning(seed) -> a CONDITIONING list for this model; different seeds are different prompts."""
 
 
-def fill_seeded(module: torch.nn.Module, seed: int) -> None:
-    """Give every parameter a seeded value: scaled Gaussian weights, unit norm scales, small biases."""
-    generator = torch.Generator().manual_seed(seed)
+def fill_seeded(module: torch.nn.Module, seed: int, device: str | torch.device = "cpu") -> None:
+    """Give every parameter a seeded value: scaled Gaussian weights, unit norm scales, small biases.
+
+    The values are drawn on `device` (a GPU fills a full-size model in a moment; the values differ from the CPU's).
+    """
+    generator = torch.Generator(device=device).manual_seed(seed)
     with torch.no_grad():
         for name, param in module.named_parameters():
             if param.numel() == 0:
                 continue
-            values = torch.randn(param.shape, generator=generator, dtype=torch.float32)
+            values = torch.randn(param.shape, generator=generator, dtype=torch.float32, device=device)
             if param.ndim >= 2:
                 fan_in = param[0].numel()
                 values = values / fan_in**0.5

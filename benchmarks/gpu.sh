@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# GPU figures for the README: full-size random-weight SD1.5 (512x512) and SDXL (1024x1024), 100 steps, fp16.
+#
+#   benchmarks/gpu.sh prepare     # here, after scripts/setup.sh: a small copy of ComfyUI's Python core and the
+#                                 # two pure-Python wheels a bare GPU machine may lack, in .devicekit/ (not committed)
+#   benchmarks/gpu.sh run DIR     # on the GPU machine, from the checkout with .devicekit/ beside it: logs go to DIR
+#
+# The GPU machine brings its own python3 with torch; nothing is downloaded there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+KIT=.devicekit
+
+case "${1:-}" in
+prepare)
+    rm -rf "$KIT" && mkdir -p "$KIT/ComfyUI"
+    # What benchmarks/speed.py imports from the host: the model code, the API package and a few top-level modules.
+    (cd .cache/ComfyUI && cp -r comfy comfy_api comfy_execution latent_preview.py folder_paths.py node_helpers.py "../../$KIT/ComfyUI/")
+    find "$KIT" -name __pycache__ -prune -exec rm -rf {} +
+    .cache/venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux2014_x86_64 -d "$KIT/whl" torchsde==0.2.6 trampoline==0.1.2
+    du -sh "$KIT"
+    ;;
+run)
+    out=${2:?give a folder for the logs}
+    mkdir -p "$out"
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/ef-site "$KIT"/whl/*.whl
+    export PYTHONPATH=/tmp/ef-site EF_DEVICE=cuda EF_COMFYUI=$PWD/$KIT/ComfyUI PYTHONUNBUFFERED=1
+    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv | tee "$out/gpu.txt"
+    speed() { python3 benchmarks/speed.py --dtype fp16 --steps 100 "$@" 2>&1 | grep -v "^WARNING"; }
+    set +e
+    timeout 200 bash -c "$(declare -f speed); speed --sizes sd15" | tee "$out/sd15.log"
+    timeout 300 bash -c "$(declare -f speed); speed --sizes sdxl --repeats 2 --parts passes parallel reconstruction" | tee "$out/sdxl.log"
+    # The same reconstruction in float32 weights, for comparison with the tests' 1e-4 bar.
+    timeout 80 bash -c "$(declare -f speed); speed --sizes sd15 --dtype fp32 --parts reconstruction" | tee "$out/sd15-fp32.log"
+    ;;
+*)
+    sed -n 2,8p "$0"
+    exit 2
+    ;;
+esac
