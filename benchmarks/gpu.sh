@@ -3,7 +3,8 @@
 #
 #   benchmarks/gpu.sh prepare     # here, after scripts/setup.sh: a small copy of ComfyUI's Python core and the
 #                                 # two pure-Python wheels a bare GPU machine may lack, in .devicekit/ (not committed)
-#   benchmarks/gpu.sh run DIR     # on the GPU machine, from the checkout with .devicekit/ beside it: logs go to DIR
+#   benchmarks/gpu.sh run DIR [JOB...]   # on the GPU machine, from the checkout with .devicekit/ beside it: logs
+#                                 # go to DIR; jobs: sd15 sdxl sdxl-edit parallel sd15-fp32 (default: all but parallel)
 #
 # The GPU machine brings its own python3 with torch; nothing is downloaded there.
 set -euo pipefail
@@ -22,16 +23,32 @@ prepare)
     ;;
 run)
     out=${2:?give a folder for the logs}
+    shift 2
+    jobs=("${@:-sd15 sdxl sdxl-edit sd15-fp32}")
     mkdir -p "$out"
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/ef-site "$KIT"/whl/*.whl
     export PYTHONPATH=/tmp/ef-site EF_DEVICE=cuda EF_COMFYUI=$PWD/$KIT/ComfyUI PYTHONUNBUFFERED=1
     nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv | tee "$out/gpu.txt"
     speed() { python3 benchmarks/speed.py --dtype fp16 --steps 100 "$@" 2>&1 | grep -v "^WARNING"; }
+    job() {  # job NAME SECONDS ARGS...: one speed.py run with a time limit, logged to NAME.log
+        local name=$1 seconds=$2
+        shift 2
+        timeout "$seconds" bash -c "$(declare -f speed); speed $*" | tee "$out/$name.log"
+    }
     set +e
-    timeout 200 bash -c "$(declare -f speed); speed --sizes sd15" | tee "$out/sd15.log"
-    timeout 300 bash -c "$(declare -f speed); speed --sizes sdxl --repeats 2 --parts passes parallel reconstruction" | tee "$out/sdxl.log"
-    # The same reconstruction in float32 weights, for comparison with the tests' 1e-4 bar.
-    timeout 80 bash -c "$(declare -f speed); speed --sizes sd15 --dtype fp32 --parts reconstruction" | tee "$out/sd15-fp32.log"
+    for name in ${jobs[*]}; do
+        case $name in
+        sd15) job sd15 200 --sizes sd15 ;;
+        sdxl) job sdxl 300 --sizes sdxl --repeats 2 --parts passes parallel reconstruction ;;
+        # Edit and KSamplerAdvanced in turn, six times: the edit ratio without drift between two blocks of runs.
+        sdxl-edit) job sdxl-edit 150 --sizes sdxl --alternate-edit 6 ;;
+        # Step-parallel against the model calls alone at the same batch sizes (the ceiling of its speed-up).
+        parallel) job parallel 150 --sizes sd15 sdxl --repeats 2 --parts parallel --chunks 1 0 16 ;;
+        # The reconstruction in float32 weights, for comparison with the tests' 1e-4 bar.
+        sd15-fp32) job sd15-fp32 80 --sizes sd15 --dtype fp32 --parts reconstruction ;;
+        *) echo "unknown job $name" ;;
+        esac
+    done
     ;;
 *)
     sed -n 2,8p "$0"
