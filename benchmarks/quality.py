@@ -219,14 +219,14 @@ def manipulations(model, prompts, scenes, targets, steps, cfg_source, shift=4, s
     }
 
 
-def fast_mode(model, prompts, scenes, targets, cfg_source, cfg, skip_fraction, settings) -> list[dict]:
-    """Edit-friendly edits with the DDPM rule and with DPM-Solver++(2M) SDE at several step counts."""
+def fast_mode(model, prompts, scenes, targets, cfg_source, cfg, settings) -> list[dict]:
+    """Edit-friendly edits with the DDPM rule and with DPM-Solver++(2M) SDE; settings are (rule, steps, skip fraction)."""
     latent = toy_model.to_latent(scenes.images)
     source, empty = prompts(scenes.captions), prompts([""] * len(targets))
     target = prompts([toy_shapes.caption(c, s) for c, s in zip(targets, scenes.shapes)])
     reading = toy_shapes.classify(scenes.images)
     rows = []
-    for rule, steps in settings:
+    for rule, steps, skip_fraction in settings:
         started = time.time()
         maps = pipeline.invert(model, source, empty, latent, steps, cfg_source, SCHEDULER, 1.0, 0, rule=rule)
         skip = round(skip_fraction * steps)
@@ -288,7 +288,8 @@ def main():
     parser.add_argument("--diversity-images", type=int, default=10)
     parser.add_argument("--subset-images", type=int, default=50, help="pictures for the manipulations and the fast mode")
     parser.add_argument("--parts", nargs="+", default=["classifier", "model", "edits", "diversity", "manipulations", "fast"])
-    parser.add_argument("--fast-steps", type=int, nargs="+", default=[100, 25])
+    parser.add_argument("--fast-steps", type=int, nargs="+", default=[100, 25], help="the DDPM reference's steps, then the fast modes'")
+    parser.add_argument("--fast-skips", type=float, nargs="+", default=[0.2], help="skip fractions for the fast modes (the reference: 0.2)")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     comfy.utils.PROGRESS_BAR_ENABLED = False
@@ -331,8 +332,9 @@ def main():
         print("manipulations:", json.dumps(manipulated), flush=True)
     if "fast" in args.parts:
         print(TABLE_HEADER)
-        settings = [("ddpm", args.fast_steps[0])] + [(rule, s) for s in args.fast_steps[1:] for rule in ("dpmpp_2m_sde", "ddpm")]
-        results["fast"] = fast_mode(model, prompts, subset, targets[: len(subset.colours)], args.cfg_source, middle_cfg, 0.2, settings)
+        settings = [("ddpm", args.fast_steps[0], 0.2)]
+        settings += [(rule, s, f) for s in args.fast_steps[1:] for f in args.fast_skips for rule in ("dpmpp_2m_sde", "ddpm")]
+        results["fast"] = fast_mode(model, prompts, subset, targets[: len(subset.colours)], args.cfg_source, middle_cfg, settings)
     seconds = round(time.time() - started)
     output.write_text(json.dumps(results, indent=1) + "\n")
     print(f"done in {seconds / 60:.1f} min; wrote {output.relative_to(ROOT)} and plots")

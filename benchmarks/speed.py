@@ -136,10 +136,13 @@ def synchronize():
         torch.cuda.synchronize(device)
 
 
-def timed(function, repeats):
-    """Median wall-clock seconds of `repeats` calls (the device synchronised around each) and the last result."""
+def timed(function, repeats, warm_up=False):
+    """Median wall-clock seconds of `repeats` calls (the device synchronised around each) and the last result.
+
+    With `warm_up` one untimed call goes first (on a GPU a new batch size picks and loads new kernels).
+    """
     times = []
-    result = None
+    result = function() if warm_up else None
     for _ in range(repeats):
         synchronize()
         start = time.perf_counter()
@@ -178,6 +181,10 @@ class Setup:
         self.latent = tiny_models.latent(tiny, batch=1, height=height, width=width, seed=0)
         self.positive, self.negative, self.target = tiny.conditioning(1), tiny.conditioning(2), tiny.conditioning(3)
         self.scheduler = "ddim_uniform" if steps >= 10 else "simple"
+        self.on_gpu = comfy.model_management.get_torch_device().type != "cpu"
+        # Load the model and its first kernels before anything is timed.
+        noise = comfy.sample.prepare_noise(self.latent["samples"], 0)
+        comfy.sample.sample(self.patcher, noise, 1, cfg, "ddpm", "simple", self.positive, self.negative, self.latent["samples"], disable_pbar=True, seed=0)
 
     def ksampler(self, start_step=None):
         noise = comfy.sample.prepare_noise(self.latent["samples"], 0)
@@ -210,7 +217,7 @@ def bench_passes(setup, repeats):
     advanced_time, _ = timed(lambda: setup.ksampler(start_step=setup.skip), repeats)
     edit_time, _ = timed(lambda: setup.edit(maps), repeats)
     split = split_cfg_batch(setup.patcher)
-    split_time, _ = timed(lambda: setup.invert(split), repeats)
+    split_time, _ = timed(lambda: setup.invert(split), repeats, warm_up=setup.on_gpu)
 
     samples = setup.latent["samples"]
     latent_bytes = samples.numel() * samples.element_size()
@@ -227,7 +234,7 @@ def bench_passes(setup, repeats):
 
 def bench_variations(setup, repeats, variations=4):
     """Several seeds inverted in one batched run against one inversion per seed."""
-    batched_time, _ = timed(lambda: setup.invert(variations=variations), repeats)
+    batched_time, _ = timed(lambda: setup.invert(variations=variations), repeats, warm_up=setup.on_gpu)
     one_by_one_time, _ = timed(lambda: [setup.invert(seed=seed) for seed in range(variations)], repeats)
     print(f"{variations} variations batched  {batched_time:8.3f} s   vs one inversion per seed {one_by_one_time:.3f} s: {one_by_one_time / batched_time:.2f}x faster", flush=True)
 
@@ -250,7 +257,7 @@ def bench_parallel_inversion(setup, repeats, chunks):
     """
     times = {}
     for chunk in chunks:
-        times[chunk], _ = timed(lambda: setup.invert(parallel_steps=chunk), repeats)
+        times[chunk], _ = timed(lambda chunk=chunk: setup.invert(parallel_steps=chunk), repeats, warm_up=setup.on_gpu)
     chosen = pipeline.auto_parallel_steps(setup.patcher.model, tuple(setup.latent["samples"].shape), setup.steps)
     sigmas = comfy.samplers.calculate_sigmas(setup.patcher.get_model_object("model_sampling"), setup.scheduler, setup.steps)
     guider = pipeline.cfg_guider(setup.patcher, setup.positive, setup.negative, setup.cfg)
@@ -262,7 +269,7 @@ def bench_parallel_inversion(setup, repeats, chunks):
 
     for chunk, seconds in times.items():
         batch = chosen if chunk == 0 else chunk
-        calls_time, _ = timed(lambda: calls_only(batch), 1)
+        calls_time, _ = timed(lambda batch=batch: calls_only(batch), 1, warm_up=setup.on_gpu)
         if chunk == chunks[0]:
             calls_baseline = calls_time
         label = f"{chunk} (auto: {chosen})" if chunk == 0 else str(chunk)

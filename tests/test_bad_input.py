@@ -8,19 +8,7 @@ import torch
 from edit_friendly_ddpm.nodes import pipeline
 from edit_friendly_ddpm.nodes.comfy_nodes import EditFriendlyNoiseMapTransform
 from edit_friendly_ddpm.nodes.validation import EditFriendlyInputError, check_sigmas
-
-
-def counting_model_calls(patcher):
-    """A clone of `patcher` that records every UNet call, through ComfyUI's own wrapper hook."""
-    patched = patcher.clone()
-    calls = []
-
-    def wrapper(apply_model, args):
-        calls.append(args["timestep"])
-        return apply_model(args["input"], args["timestep"], **args["c"])
-
-    patched.set_model_unet_function_wrapper(wrapper)
-    return patched, calls
+from tiny_models import counting_model_calls
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +93,7 @@ def test_skip_out_of_range_is_refused(eps, skip):
     ],
 )
 def test_maps_from_another_model_family_are_refused(eps, other, words):
-    tiny, _, maps = eps
+    _, _, maps = eps
     target = other(seed=0)
     patched, calls = counting_model_calls(target.patcher)
     with pytest.raises(EditFriendlyInputError, match="another model family or schedule") as error:

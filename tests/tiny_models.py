@@ -49,6 +49,19 @@ def fill_seeded(module: torch.nn.Module, seed: int, device: str | torch.device =
             param.copy_(values.to(param.dtype))
 
 
+def counting_model_calls(patcher):
+    """A clone of `patcher` that records every UNet call (input shape, timesteps), through ComfyUI's own wrapper hook."""
+    patched = patcher.clone()
+    calls = []
+
+    def wrapper(apply_model, args):
+        calls.append((tuple(args["input"].shape), args["timestep"].detach().cpu()))
+        return apply_model(args["input"], args["timestep"], **args["c"])
+
+    patched.set_model_unet_function_wrapper(wrapper)
+    return patched, calls
+
+
 def _patcher(model: torch.nn.Module, seed: int) -> comfy.model_patcher.ModelPatcher:
     fill_seeded(model, seed)
     model.eval()
