@@ -16,7 +16,8 @@ Prints wall-clock figures and ratios:
 - several variations (seeds) inverted in one batched run against one inversion per seed (`variations`);
 - step-parallel inversion (`parallel_steps`) against one step at a time (`parallel`);
 - reconstruction error (inversion, then regeneration with the same prompt and CFG) for both step rules,
-  one step at a time and step-parallel, in the model's dtype (`reconstruction`).
+  one step at a time and step-parallel, in the model's dtype (`reconstruction`);
+- the edit's and KSamplerAdvanced's cost per step outside the UNet, which is skipped (`overhead`).
 Weights are random (timing needs no trained weights); the models are real ComfyUI model classes, built
 and filled on the device ComfyUI picks (EF_DEVICE=cuda lets it pick the GPU; the default is the CPU).
 """
@@ -49,7 +50,7 @@ from edit_friendly_ddpm.nodes import pipeline  # noqa: E402
 
 comfy.utils.PROGRESS_BAR_ENABLED = False
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-PARTS = ("passes", "variations", "parallel", "reconstruction")
+PARTS = ("passes", "variations", "parallel", "reconstruction", "overhead")
 
 
 def on_device(model: comfy.model_base.BaseModel) -> comfy.model_patcher.ModelPatcher:
@@ -182,14 +183,14 @@ class Setup:
         self.positive, self.negative, self.target = tiny.conditioning(1), tiny.conditioning(2), tiny.conditioning(3)
         self.scheduler = "ddim_uniform" if steps >= 10 else "simple"
         self.on_gpu = comfy.model_management.get_torch_device().type != "cpu"
-        # Load the model and its first kernels before anything is timed.
-        noise = comfy.sample.prepare_noise(self.latent["samples"], 0)
-        comfy.sample.sample(self.patcher, noise, 1, cfg, "ddpm", "simple", self.positive, self.negative, self.latent["samples"], disable_pbar=True, seed=0)
+        if self.on_gpu:  # load the model and its first kernels before anything is timed
+            noise = comfy.sample.prepare_noise(self.latent["samples"], 0)
+            comfy.sample.sample(self.patcher, noise, 1, cfg, "ddpm", "simple", self.positive, self.negative, self.latent["samples"], disable_pbar=True, seed=0)
 
-    def ksampler(self, start_step=None):
+    def ksampler(self, start_step=None, patcher=None):
         noise = comfy.sample.prepare_noise(self.latent["samples"], 0)
         return comfy.sample.sample(
-            self.patcher, noise, self.steps, self.cfg, "ddpm", self.scheduler, self.positive, self.negative, self.latent["samples"],
+            patcher or self.patcher, noise, self.steps, self.cfg, "ddpm", self.scheduler, self.positive, self.negative, self.latent["samples"],
             start_step=start_step, last_step=self.steps if start_step else None, force_full_denoise=bool(start_step),
             disable_pbar=True, seed=0,
         )
@@ -199,8 +200,8 @@ class Setup:
             patcher or self.patcher, self.positive, self.negative, self.latent, steps or self.steps, self.cfg, self.scheduler, 1.0, seed, **options
         )
 
-    def edit(self, maps):
-        return pipeline.regenerate(self.patcher, self.target, self.negative, maps, self.cfg, self.skip)
+    def edit(self, maps, patcher=None):
+        return pipeline.regenerate(patcher or self.patcher, self.target, self.negative, maps, self.cfg, self.skip)
 
     def reconstruction_error(self, maps):
         regenerated = pipeline.regenerate(self.patcher, self.positive, self.negative, maps, self.cfg, 0)
@@ -289,6 +290,28 @@ def bench_reconstruction(setup, rules):
             print(f"reconstruction {rule:<13} {steps:>3} steps, {mode:<21} max |error| {setup.reconstruction_error(maps):.2e}", flush=True)
 
 
+def without_unet(patcher):
+    """A clone whose UNet returns zeros at once: everything else in ComfyUI's sampling path still runs."""
+    patched = patcher.clone()
+    patched.set_model_unet_function_wrapper(lambda apply_model, args: torch.zeros_like(args["input"]))
+    return patched
+
+
+def bench_overhead(setup, repeats):
+    """The edit's and KSamplerAdvanced's cost outside the UNet, per step, with the UNet skipped.
+
+    Both make the same UNet calls (tests/test_cost.py), so edit / KSamplerAdvanced = (U + e) / (U + k) for
+    the UNet time U and these per-step costs e and k: at most 1 when e <= k, whatever U is.
+    """
+    hollow = without_unet(setup.patcher)
+    maps = setup.invert(hollow)
+    steps = setup.steps - setup.skip
+    advanced_time, _ = timed(lambda: setup.ksampler(start_step=setup.skip, patcher=hollow), repeats, warm_up=True)
+    edit_time, _ = timed(lambda: setup.edit(maps, patcher=hollow), repeats, warm_up=True)
+    print(f"outside the UNet, per step: edit {1000 * edit_time / steps:.3f} ms, KSamplerAdvanced {1000 * advanced_time / steps:.3f} ms"
+          f" ({steps} steps, median of {repeats})", flush=True)
+
+
 def bench_edit_alternating(setup, rounds):
     """Edit and KSamplerAdvanced timed in turn, edit first, in one process: for sizes where one run is one UNet call."""
     maps = setup.invert()
@@ -335,6 +358,8 @@ def main():
             bench_parallel_inversion(setup, repeats, chunks)
         if "reconstruction" in args.parts:
             bench_reconstruction(setup, [("ddpm", steps), ("dpmpp_2m_sde", max(2, steps // 4))])
+        if "overhead" in args.parts:
+            bench_overhead(setup, max(repeats, 5))
         del setup
         comfy.model_management.unload_all_models()
         comfy.model_management.soft_empty_cache()
