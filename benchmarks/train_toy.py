@@ -1,6 +1,6 @@
 """Train the toy text-to-image model (benchmarks/toy_model.py) on seeded shape pictures, on the CPU.
 
-    .cache/venv/bin/python benchmarks/train_toy.py                 # about 30 minutes on 2 CPU cores
+    .cache/venv/bin/python benchmarks/train_toy.py                 # about 24 minutes on 2 idle CPU cores
     .cache/venv/bin/python benchmarks/train_toy.py --steps 20 --out /tmp/toy.safetensors   # smoke run
 
 Every batch is freshly drawn (benchmarks/toy_shapes.py, seed = --seed x 1000003 + step), so the model never sees
