@@ -54,12 +54,8 @@ PARTS = ("passes", "variations", "parallel", "reconstruction", "overhead")
 
 
 def on_device(model: comfy.model_base.BaseModel) -> comfy.model_patcher.ModelPatcher:
-    """Move a random-weight model to ComfyUI's device, fill it there from a seeded generator, and wrap it."""
-    device = comfy.model_management.get_torch_device()
-    model.to(device)
-    tiny_models.fill_seeded(model, 0, device=device)
-    model.eval()
-    return comfy.model_patcher.ModelPatcher(model, load_device=device, offload_device=comfy.model_management.unet_offload_device())
+    """A random-weight model filled from a seeded generator on ComfyUI's device, wrapped for ComfyUI."""
+    return tiny_models._patcher(model, 0, comfy.model_management.get_torch_device())
 
 
 def full_size_sd15(dtype):
@@ -93,10 +89,7 @@ def full_size_sdxl(dtype):
 
 
 def tiny_sd15(dtype):
-    config = comfy.supported_models.SD15(tiny_models._sd_unet_config(4))
-    config.set_inference_dtype(dtype, None)
-    model = comfy.model_base.BaseModel(config, model_type=comfy.model_base.ModelType.EPS, device=comfy.model_management.get_torch_device())
-    return tiny_models.TinyModel("eps", on_device(model), 4, tiny_models._cross_attn_conditioning(6, tiny_models.CONTEXT_DIM)), (16, 16)
+    return tiny_models.sd15_eps(0, dtype, comfy.model_management.get_torch_device()), (16, 16)
 
 
 class PeakMemory:
@@ -254,11 +247,18 @@ def denoiser_calls_only(model, x, sigmas, extra_args=None, callback=None, disabl
 def bench_parallel_inversion(setup, repeats, chunks):
     """Step-parallel inversion (parallel_steps; 0 = automatic) against one step at a time.
 
-    Also times the model calls alone at the same batch sizes: their speed-up is the ceiling for the inversion's.
+    The settings take turns, one call each per round, so that a drift of the machine's speed touches all
+    alike. Also times the model calls alone at the same batch sizes: their speed-up is the ceiling for the inversion's.
     """
-    times = {}
-    for chunk in chunks:
-        times[chunk], _ = timed(lambda chunk=chunk: setup.invert(parallel_steps=chunk), repeats, warm_up=setup.on_gpu)
+    if setup.on_gpu:
+        for chunk in chunks:
+            setup.invert(parallel_steps=chunk)
+    rounds = {chunk: [] for chunk in chunks}
+    for _ in range(repeats):
+        for chunk in chunks:
+            seconds, _ = timed(lambda chunk=chunk: setup.invert(parallel_steps=chunk), 1)
+            rounds[chunk].append(seconds)
+    times = {chunk: statistics.median(seconds) for chunk, seconds in rounds.items()}
     chosen = pipeline.auto_parallel_steps(setup.patcher.model, tuple(setup.latent["samples"].shape), setup.steps)
     sigmas = comfy.samplers.calculate_sigmas(setup.patcher.get_model_object("model_sampling"), setup.scheduler, setup.steps)
     guider = pipeline.cfg_guider(setup.patcher, setup.positive, setup.negative, setup.cfg)

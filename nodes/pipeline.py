@@ -22,8 +22,9 @@ from .validation import EditFriendlyInputError, check_eta, check_latent, check_m
 MAX_VARIATIONS = 64
 MAX_PARALLEL_STEPS = 64
 """Most inversion steps put through the model in one batch (also the cap of the automatic choice)."""
-CPU_PARALLEL_STEPS = 8
-"""Cap of the automatic choice on a CPU, where a larger batch gains nothing (see benchmarks/speed.py)."""
+CPU_PARALLEL_STEPS = 4
+"""Cap of the automatic choice on a CPU: the tiny 16x16 model ran 1.60x faster with 4 steps per batch but 0.93x
+with 8 (benchmarks/speed.py --sizes tiny --parts parallel --repeats 9)."""
 CPU_PARALLEL_PIXELS = 2048
 """Most latent pixels (batch x height x width, all steps together) in one automatic CPU batch. Past that the
 CPU is already busy with one step, and batching was measured slower (full-size SD1.5: 0.96x), so the

@@ -62,11 +62,13 @@ def counting_model_calls(patcher):
     return patched, calls
 
 
-def _patcher(model: torch.nn.Module, seed: int) -> comfy.model_patcher.ModelPatcher:
-    fill_seeded(model, seed)
+def _patcher(model: torch.nn.Module, seed: int, device: torch.device | None = None) -> comfy.model_patcher.ModelPatcher:
+    """Fill `model` with seeded values on `device` (default: the CPU, where the tests run) and wrap it for ComfyUI."""
+    device = torch.device("cpu") if device is None else device
+    model.to(device)
+    fill_seeded(model, seed, device=device)
     model.eval()
-    device = torch.device("cpu")
-    return comfy.model_patcher.ModelPatcher(model, load_device=device, offload_device=device)
+    return comfy.model_patcher.ModelPatcher(model, load_device=device, offload_device=torch.device("cpu"))
 
 
 def _sd_unet_config(in_channels: int, adm_in_channels=None) -> dict:
@@ -102,11 +104,13 @@ def _cross_attn_conditioning(tokens: int, dim: int, extra=None):
     return conditioning
 
 
-def sd15_eps(seed: int = 0) -> TinyModel:
-    """SD1.x layout: UNet with cross-attention, EPS prediction, the SD15 latent format."""
+def sd15_eps(seed: int = 0, dtype: torch.dtype | None = None, device: torch.device | None = None) -> TinyModel:
+    """SD1.x layout: UNet with cross-attention, EPS prediction, the SD15 latent format (weights in `dtype` on `device`, if given)."""
     config = comfy.supported_models.SD15(_sd_unet_config(4))
-    model = comfy.model_base.BaseModel(config, model_type=comfy.model_base.ModelType.EPS)
-    return TinyModel("eps", _patcher(model, seed), 4, _cross_attn_conditioning(6, CONTEXT_DIM))
+    if dtype is not None:
+        config.set_inference_dtype(dtype, None)
+    model = comfy.model_base.BaseModel(config, model_type=comfy.model_base.ModelType.EPS, device=device)
+    return TinyModel("eps", _patcher(model, seed, device), 4, _cross_attn_conditioning(6, CONTEXT_DIM))
 
 
 def sd2_v_prediction(seed: int = 0) -> TinyModel:
