@@ -7,10 +7,10 @@ import json
 
 import comfy.model_management
 import comfy.samplers
-import comfy.utils
 import pytest
 import tiny_models
 import torch
+from comfy_hooks import recorded_progress
 from edit_friendly_ddpm.nodes import comfy_nodes, pipeline, sampling, serialization
 from edit_friendly_ddpm.nodes.validation import EditFriendlyInputError
 
@@ -131,40 +131,22 @@ def test_automatic_chunk_size_stays_sequential_for_large_latents_on_cpu(monkeypa
     assert pipeline.auto_parallel_steps(base, (1, 4, 32, 32), 50) == 2
 
 
-@pytest.fixture
-def progress_hook():
-    calls = []
-    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, prompt_id=None, node_id=None: calls.append((value, total)))
-    yield calls
-    comfy.utils.set_progress_bar_global_hook(None)
-
-
-def test_progress_is_reported_for_every_step_of_a_batch(progress_hook):
+def test_progress_is_reported_for_every_step_of_a_batch():
     tiny = tiny_models.sd15_eps(seed=0)
     latent, positive, negative = setup(tiny)
-    (maps,) = comfy_nodes.EditFriendlyDDPMInversion.execute(
-        tiny.patcher, positive, negative, latent, 10, 3.5, "karras", 1.0, 0, 1, "dpmpp_2m_sde", 4
-    ).result
-    assert progress_hook == [(i, maps.steps) for i in range(1, maps.steps + 1)]
+    with recorded_progress() as reports:
+        (maps,) = comfy_nodes.EditFriendlyDDPMInversion.execute(
+            tiny.patcher, positive, negative, latent, 10, 3.5, "karras", 1.0, 0, 1, "dpmpp_2m_sde", 4
+        ).result
+    assert [(value, total) for value, total, _ in reports] == [(i, maps.steps) for i in range(1, maps.steps + 1)]
 
 
-def test_interrupt_stops_after_the_current_batch(progress_hook):
+def test_interrupt_stops_after_the_current_batch():
     tiny = tiny_models.sd15_eps(seed=0)
     latent, positive, negative = setup(tiny)
-    seen = []
-
-    def interrupt_at_step_2(value, total, preview, prompt_id=None, node_id=None):
-        seen.append(value)
-        if value == 2:
-            comfy.model_management.interrupt_current_processing(True)
-
-    comfy.utils.set_progress_bar_global_hook(interrupt_at_step_2)
-    try:
-        with pytest.raises(comfy.model_management.InterruptProcessingException):
-            pipeline.invert(tiny.patcher, positive, negative, latent, 30, 3.5, "karras", 1.0, 0, parallel_steps=4)
-    finally:
-        comfy.model_management.interrupt_current_processing(False)
-    assert max(seen) <= 2
+    with recorded_progress(interrupt_at=2) as reports, pytest.raises(comfy.model_management.InterruptProcessingException):
+        pipeline.invert(tiny.patcher, positive, negative, latent, 30, 3.5, "karras", 1.0, 0, parallel_steps=4)
+    assert max(value for value, _, _ in reports) <= 2
 
 
 def test_maps_replayed_with_another_rule_are_refused():

@@ -4,11 +4,11 @@ import asyncio
 
 import comfy.cli_args
 import comfy.model_management
-import comfy.utils
 import pytest
 import tiny_models
 import torch
 from comfy_api.latest import io
+from comfy_hooks import recorded_progress
 from edit_friendly_ddpm.nodes import comfy_nodes
 
 # Public API: renaming any of these breaks users' saved workflows.
@@ -82,59 +82,37 @@ def test_scheduler_choices_are_comfyuis():
     assert kind == "COMBO" and options["options"] == comfy.samplers.SCHEDULER_NAMES
 
 
-@pytest.fixture
-def progress_hook():
-    calls = []
-
-    def hook(value, total, preview, prompt_id=None, node_id=None):
-        calls.append((value, total, preview))
-
-    comfy.utils.set_progress_bar_global_hook(hook)
-    yield calls
-    comfy.utils.set_progress_bar_global_hook(None)
-
-
-def test_nodes_reconstruct_and_report_progress_with_previews(progress_hook, monkeypatch):
+def test_nodes_reconstruct_and_report_progress_with_previews(monkeypatch):
     monkeypatch.setattr(comfy.cli_args.args, "preview_method", comfy.cli_args.LatentPreviewMethod.Latent2RGB)
     tiny = tiny_models.sd15_eps(seed=0)
     latent = tiny_models.latent(tiny, batch=2, height=8, width=8)
     positive, negative = tiny.conditioning(1), tiny.conditioning(2)
-    (maps,) = comfy_nodes.EditFriendlyDDPMInversion.execute(tiny.patcher, positive, negative, latent, 12, 4.0, "ddim_uniform", 1.0, 7).result
+    with recorded_progress() as reports:
+        (maps,) = comfy_nodes.EditFriendlyDDPMInversion.execute(tiny.patcher, positive, negative, latent, 12, 4.0, "ddim_uniform", 1.0, 7).result
     steps = maps.steps  # ComfyUI's ddim_uniform gives 13 steps for 12 on a 1000-step table
-    assert [(value, total) for value, total, _ in progress_hook] == [(i, steps) for i in range(1, steps + 1)]
-    assert all(preview is not None for _, _, preview in progress_hook)
-    progress_hook.clear()
-    (output,) = comfy_nodes.EditFriendlySampler.execute(tiny.patcher, positive, negative, maps, 4.0, 5).result
-    assert [(value, total) for value, total, _ in progress_hook] == [(i, steps - 5) for i in range(1, steps - 4)]
+    assert [(value, total) for value, total, _ in reports] == [(i, steps) for i in range(1, steps + 1)]
+    assert all(preview is not None for _, _, preview in reports)
+    with recorded_progress() as reports:
+        (output,) = comfy_nodes.EditFriendlySampler.execute(tiny.patcher, positive, negative, maps, 4.0, 5).result
+    assert [(value, total) for value, total, _ in reports] == [(i, steps - 5) for i in range(1, steps - 4)]
     assert set(output) == {"samples"}
     assert (output["samples"] - latent["samples"]).abs().max().item() <= 1e-4
 
 
 @pytest.mark.parametrize("stage", ["inversion", "sampler"])
-def test_interrupt_stops_the_loop_within_a_step(stage, progress_hook):
+def test_interrupt_stops_the_loop_within_a_step(stage):
     tiny = tiny_models.sd15_eps(seed=0)
     latent = tiny_models.latent(tiny)
     positive, negative = tiny.conditioning(1), tiny.conditioning(2)
     maps = None
     if stage == "sampler":
         maps = comfy_nodes.EditFriendlyDDPMInversion.execute(tiny.patcher, positive, negative, latent, 40, 3.5, "ddim_uniform", 1.0, 0).result[0]
-    progress_hook.clear()
-
-    def interrupt_at_step_3(value, total, preview, prompt_id=None, node_id=None):
-        progress_hook.append(value)
-        if value == 3:
-            comfy.model_management.interrupt_current_processing(True)
-
-    comfy.utils.set_progress_bar_global_hook(interrupt_at_step_3)
-    try:
-        with pytest.raises(comfy.model_management.InterruptProcessingException):
-            if stage == "inversion":
-                comfy_nodes.EditFriendlyDDPMInversion.execute(tiny.patcher, positive, negative, latent, 40, 3.5, "ddim_uniform", 1.0, 0)
-            else:
-                comfy_nodes.EditFriendlySampler.execute(tiny.patcher, positive, negative, maps, 3.5, 0)
-    finally:
-        comfy.model_management.interrupt_current_processing(False)
-    assert max(progress_hook) <= 4
+    with recorded_progress(interrupt_at=3) as reports, pytest.raises(comfy.model_management.InterruptProcessingException):
+        if stage == "inversion":
+            comfy_nodes.EditFriendlyDDPMInversion.execute(tiny.patcher, positive, negative, latent, 40, 3.5, "ddim_uniform", 1.0, 0)
+        else:
+            comfy_nodes.EditFriendlySampler.execute(tiny.patcher, positive, negative, maps, 3.5, 0)
+    assert max(value for value, _, _ in reports) <= 4
 
 
 def test_transform_node_returns_new_maps_and_keeps_the_input():
