@@ -48,18 +48,18 @@ def ddim_edit(model, positive, negative, sigmas: torch.Tensor, trajectory: list[
     return pipeline.run_guider(pipeline.cfg_guider(model, positive, negative, cfg), sampler, sigmas[skip:], trajectory[skip], 0)
 
 
+def ksampler(model, positive, negative, samples: torch.Tensor, steps: int, cfg: float, scheduler: str, seed: int, start_step: int = 0, sampler: str = "ddpm"):
+    """What the KSampler node runs (start_step 0) or KSamplerAdvanced with added noise from `start_step` to the end."""
+    noise = comfy.sample.prepare_noise(samples, seed)
+    advanced = {"start_step": start_step, "last_step": steps, "force_full_denoise": True} if start_step else {}
+    return comfy.sample.sample(model, noise, steps, cfg, sampler, scheduler, positive, negative, samples, disable_pbar=True, seed=seed, **advanced)
+
+
 def sdedit(model, positive, negative, samples: torch.Tensor, steps: int, cfg: float, scheduler: str, strength: float, seed: int, sampler: str = "ddpm"):
     """KSamplerAdvanced with added noise, starting at (1 - strength) of the steps."""
-    start = round((1 - strength) * steps)
-    noise = comfy.sample.prepare_noise(samples, seed)
-    return comfy.sample.sample(
-        model, noise, steps, cfg, sampler, scheduler, positive, negative, samples,
-        start_step=start, last_step=steps, force_full_denoise=True, disable_pbar=True, seed=seed,
-    )
+    return ksampler(model, positive, negative, samples, steps, cfg, scheduler, seed, round((1 - strength) * steps), sampler)
 
 
 def generate(model, positive, negative, shape, steps: int, cfg: float, scheduler: str, seed: int, sampler: str = "ddpm"):
     """KSampler from an empty latent."""
-    empty = torch.zeros(shape)
-    noise = comfy.sample.prepare_noise(empty, seed)
-    return comfy.sample.sample(model, noise, steps, cfg, sampler, scheduler, positive, negative, empty, disable_pbar=True, seed=seed)
+    return ksampler(model, positive, negative, torch.zeros(shape), steps, cfg, scheduler, seed, sampler=sampler)

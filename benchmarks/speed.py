@@ -39,10 +39,10 @@ import conftest  # noqa: E402, F401  (puts ComfyUI on the path, on EF_DEVICE (de
 import comfy.model_base  # noqa: E402
 import comfy.model_management  # noqa: E402
 import comfy.model_patcher  # noqa: E402
-import comfy.sample  # noqa: E402
 import comfy.samplers  # noqa: E402
 import comfy.supported_models  # noqa: E402
 import comfy.utils  # noqa: E402
+import baselines  # noqa: E402
 import psutil  # noqa: E402
 import tiny_models  # noqa: E402
 import torch  # noqa: E402
@@ -177,15 +177,12 @@ class Setup:
         self.scheduler = "ddim_uniform" if steps >= 10 else "simple"
         self.on_gpu = comfy.model_management.get_torch_device().type != "cpu"
         if self.on_gpu:  # load the model and its first kernels before anything is timed
-            noise = comfy.sample.prepare_noise(self.latent["samples"], 0)
-            comfy.sample.sample(self.patcher, noise, 1, cfg, "ddpm", "simple", self.positive, self.negative, self.latent["samples"], disable_pbar=True, seed=0)
+            baselines.ksampler(self.patcher, self.positive, self.negative, self.latent["samples"], 1, cfg, "simple", 0)
 
-    def ksampler(self, start_step=None, patcher=None):
-        noise = comfy.sample.prepare_noise(self.latent["samples"], 0)
-        return comfy.sample.sample(
-            patcher or self.patcher, noise, self.steps, self.cfg, "ddpm", self.scheduler, self.positive, self.negative, self.latent["samples"],
-            start_step=start_step, last_step=self.steps if start_step else None, force_full_denoise=bool(start_step),
-            disable_pbar=True, seed=0,
+    def ksampler(self, start_step=0, patcher=None):
+        """KSampler, or KSamplerAdvanced from `start_step`, on this setup's model, input and prompts."""
+        return baselines.ksampler(
+            patcher or self.patcher, self.positive, self.negative, self.latent["samples"], self.steps, self.cfg, self.scheduler, 0, start_step
         )
 
     def invert(self, patcher=None, steps=None, seed=0, **options):

@@ -18,6 +18,7 @@ if not (COMFYUI / "comfy").is_dir():
 
 sys.path.insert(0, str(COMFYUI))
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
+sys.path.insert(0, str(ROOT / "benchmarks"))  # the toy model and the baselines some tests check
 
 import comfy.cli_args  # noqa: E402
 

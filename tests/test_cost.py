@@ -5,7 +5,7 @@ model: the same UNet calls (count, batch shape, timesteps) as ComfyUI's own KSam
 KSamplerAdvanced, so only the cheap per-step arithmetic differs.
 """
 
-import comfy.sample
+import baselines
 import pytest
 import tiny_models
 import torch
@@ -22,13 +22,9 @@ def setup():
     return tiny, latent
 
 
-def comfy_sampler_calls(tiny, latent, start_step=None):
+def comfy_sampler_calls(tiny, latent, start_step=0):
     patched, calls = counting_model_calls(tiny.patcher)
-    samples = latent["samples"]
-    comfy.sample.sample(
-        patched, comfy.sample.prepare_noise(samples, 0), STEPS, CFG, "ddpm", "ddim_uniform", tiny.conditioning(1), tiny.conditioning(2),
-        samples, start_step=start_step, last_step=STEPS if start_step else None, force_full_denoise=bool(start_step), disable_pbar=True, seed=0,
-    )
+    baselines.ksampler(patched, tiny.conditioning(1), tiny.conditioning(2), latent["samples"], STEPS, CFG, "ddim_uniform", 0, start_step)
     return calls
 
 

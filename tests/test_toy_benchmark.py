@@ -8,21 +8,15 @@ measured by benchmarks/quality.py, not by tests.
 
 from __future__ import annotations
 
-import pathlib
-import sys
-
+import baselines
 import comfy.model_sampling
 import pytest
+import quality
 import torch
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
-
-import baselines  # noqa: E402
-import quality  # noqa: E402
-import toy_model  # noqa: E402
-import toy_shapes  # noqa: E402
-import train_toy  # noqa: E402
-from edit_friendly_ddpm.nodes import pipeline  # noqa: E402
+import toy_model
+import toy_shapes
+import train_toy
+from edit_friendly_ddpm.nodes import pipeline
 
 
 @pytest.fixture(scope="module")
