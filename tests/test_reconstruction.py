@@ -23,6 +23,15 @@ def max_error(a, b):
     return (a - b).abs().max().item()
 
 
+def test_tiny_models_are_fully_seeded(tiny):
+    """Every tensor a checkpoint would supply is set from the seed, so a test cannot pass on leftover memory."""
+    again = tiny_models.FAMILIES[tiny.family](seed=0).patcher.model.state_dict()
+    for name, tensor in tiny.patcher.model.state_dict().items():
+        if tensor.is_floating_point():
+            assert torch.isfinite(tensor).all(), name
+            assert torch.equal(tensor, again[name]), name
+
+
 @pytest.mark.parametrize("cfg", [1.0, 3.5])
 def test_exact_reconstruction_batch_non_square(tiny, cfg):
     latent = tiny_models.latent(tiny, batch=2, height=8, width=12, seed=1)

@@ -35,7 +35,7 @@ def fill_seeded(module: torch.nn.Module, seed: int, device: str | torch.device =
     """
     generator = torch.Generator(device=device).manual_seed(seed)
     with torch.no_grad():
-        for name, param in module.named_parameters():
+        for name, param in _checkpoint_tensors(module):
             if param.numel() == 0:
                 continue
             values = torch.randn(param.shape, generator=generator, dtype=torch.float32, device=device)
@@ -47,6 +47,18 @@ def fill_seeded(module: torch.nn.Module, seed: int, device: str | torch.device =
             else:
                 values = 0.02 * values
             param.copy_(values.to(param.dtype))
+
+
+def _checkpoint_tensors(module: torch.nn.Module):
+    """The tensors a checkpoint supplies: every parameter, and the diffusion model's floating buffers.
+
+    ComfyUI allocates some of those buffers empty (SD3's pos_embed), so unfilled they hold whatever the
+    memory held, NaN included.
+    """
+    yield from module.named_parameters()
+    for name, buffer in module.named_buffers():
+        if name.startswith("diffusion_model.") and buffer.is_floating_point():
+            yield name, buffer
 
 
 def counting_model_calls(patcher):
