@@ -65,18 +65,33 @@ def edit_targets(scenes: toy_shapes.Scenes) -> list[str]:
     return targets
 
 
-def score(before: torch.Tensor, after: torch.Tensor, source: toy_shapes.Reading, targets: list[str], shapes: list[str]) -> dict:
-    """Edit success, shape kept, IoU and background error of `after` (latents) against the source pictures."""
+def score(before: torch.Tensor, after: torch.Tensor, source: toy_shapes.Reading, targets: list[str], shapes: list[str],
+          per_picture: bool = False) -> dict:
+    """Edit success, shape kept, IoU and background error of `after` (latents) against the source pictures.
+
+    With `per_picture`, also the success and shape-kept reading of every picture (for paired comparisons).
+    """
     images = toy_model.to_images(after)
     reading = toy_shapes.classify(images)
     success = [got == want for got, want in zip(reading.colours, targets)]
     kept = [got == want for got, want in zip(reading.shapes, shapes)]
-    return {
+    scores = {
         "success": sum(success) / len(success),
         "shape_kept": sum(kept) / len(kept),
         "iou": float(toy_shapes.iou(source.masks, reading.masks).mean()),
         "background_error": float(toy_shapes.background_error(toy_model.to_images(before), images, source.masks, reading.masks).mean()),
     }
+    if per_picture:
+        scores["per_picture"] = {"success": success, "shape_kept": kept}
+    return scores
+
+
+def paired_difference(values: list[bool], reference: list[bool]) -> list[float]:
+    """Mean of values - reference over the same pictures, with a 95% normal-approximation interval: [mean, low, high]."""
+    differences = torch.tensor(values, dtype=torch.float64) - torch.tensor(reference, dtype=torch.float64)
+    half_width = 1.96 * float(differences.std()) / len(differences) ** 0.5 if len(differences) > 1 else float("inf")
+    mean = float(differences.mean())
+    return [mean, mean - half_width, mean + half_width]
 
 
 def reconstruction_error(output: torch.Tensor, latent: torch.Tensor) -> float:
@@ -220,7 +235,11 @@ def manipulations(model, prompts, scenes, targets, steps, cfg_source, shift=4, s
 
 
 def fast_mode(model, prompts, scenes, targets, cfg_source, cfg, settings) -> list[dict]:
-    """Edit-friendly edits with the DDPM rule and with DPM-Solver++(2M) SDE; settings are (rule, steps, skip fraction)."""
+    """Edit-friendly edits with the DDPM rule and with DPM-Solver++(2M) SDE; settings are (rule, steps, skip fraction).
+
+    The first setting is the reference: every other row also gets its paired difference from it in edit
+    success and shape kept, picture by picture (`vs_reference`, [mean, 95% low, 95% high]).
+    """
     latent = toy_model.to_latent(scenes.images)
     source, empty = prompts(scenes.captions), prompts([""] * len(targets))
     target = prompts([toy_shapes.caption(c, s) for c, s in zip(targets, scenes.shapes)])
@@ -235,19 +254,32 @@ def fast_mode(model, prompts, scenes, targets, cfg_source, cfg, settings) -> lis
         if rule != "ddpm":
             recon = reconstruction_error(pipeline.regenerate(model, source, empty, maps, cfg_source, 0), latent["samples"])
         row = {"method": f"edit-friendly {rule}", "setting": f"{steps} steps, skip {skip}, cfg {cfg:g}", "steps": steps + steps - skip,
-               "reconstruction": recon, "seconds": time.time() - started, **score(latent["samples"], output, reading, targets, scenes.shapes)}
+               "reconstruction": recon, "seconds": time.time() - started, "pictures": len(targets),
+               **score(latent["samples"], output, reading, targets, scenes.shapes, per_picture=True)}
+        pictures = row.pop("per_picture")
+        if rows:
+            row["vs_reference"] = {key: paired_difference(pictures[key], reference[key]) for key in pictures}
+        else:
+            reference = pictures
         rows.append(row)
-        print(format_row(row), flush=True)
+        print(format_row(row, paired=True), flush=True)
     return rows
 
 
-def format_row(row: dict) -> str:
+def format_row(row: dict, paired: bool = False) -> str:
+    """A table row; with `paired`, two more cells: the differences from the reference in percentage points."""
     recon = "-" if row.get("reconstruction") is None else f"{row['reconstruction']:.1e}"
-    return (f"| {row['method']} | {row['setting']} | {row['steps']} | {recon} | {100 * row['success']:.0f}% | {100 * row['shape_kept']:.0f}% "
+    line = (f"| {row['method']} | {row['setting']} | {row['steps']} | {recon} | {100 * row['success']:.0f}% | {100 * row['shape_kept']:.0f}% "
             f"| {row['iou']:.3f} | {row['background_error']:.3f} |")
+    if paired and "vs_reference" not in row:
+        line += " reference | reference |"
+    elif paired:
+        line += "".join(f" {100 * mean:+.0f} ({100 * low:+.0f} to {100 * high:+.0f}) |" for mean, low, high in row["vs_reference"].values())
+    return line
 
 
 TABLE_HEADER = "| method | setting | denoiser steps | reconstruction max abs error | edit success | shape kept | IoU | background error |\n|---|---|---|---|---|---|---|---|"
+FAST_TABLE_HEADER = (TABLE_HEADER.replace(" |\n", " | success vs reference (95%) | shape kept vs reference (95%) |\n", 1) + "---|---|")
 
 
 def plot_tradeoff(rows: list[dict], path: pathlib.Path) -> None:
@@ -290,6 +322,7 @@ def main():
     parser.add_argument("--parts", nargs="+", default=["classifier", "model", "edits", "diversity", "manipulations", "fast"])
     parser.add_argument("--fast-steps", type=int, nargs="+", default=[100, 25], help="the DDPM reference's steps, then the fast modes'")
     parser.add_argument("--fast-skips", type=float, nargs="+", default=[0.2], help="skip fractions for the fast modes (the reference: 0.2)")
+    parser.add_argument("--output", type=pathlib.Path, default=DOCS / "quality-results.json", help="JSON file of the figures (updated part by part)")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     comfy.utils.PROGRESS_BAR_ENABLED = False
@@ -298,7 +331,7 @@ def main():
     scenes = toy_shapes.draw(args.images, HELD_OUT_SEED)
     targets = edit_targets(scenes)
     skips = [round(f * args.steps) for f in args.skips]
-    output = DOCS / "quality-results.json"
+    output = args.output
     results = json.loads(output.read_text()) if output.is_file() else {}  # a run of some --parts updates those only
     results.update({"images": args.images, "steps": args.steps, "cfg_source": args.cfg_source, "scheduler": SCHEDULER})
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.images} held-out pictures, {args.steps} steps, source cfg {args.cfg_source:g}")
@@ -331,13 +364,13 @@ def main():
         results["manipulations"] = manipulated
         print("manipulations:", json.dumps(manipulated), flush=True)
     if "fast" in args.parts:
-        print(TABLE_HEADER)
+        print(FAST_TABLE_HEADER)
         settings = [("ddpm", args.fast_steps[0], 0.2)]
         settings += [(rule, s, f) for s in args.fast_steps[1:] for f in args.fast_skips for rule in ("dpmpp_2m_sde", "ddpm")]
         results["fast"] = fast_mode(model, prompts, subset, targets[: len(subset.colours)], args.cfg_source, middle_cfg, settings)
     seconds = round(time.time() - started)
     output.write_text(json.dumps(results, indent=1) + "\n")
-    print(f"done in {seconds / 60:.1f} min; wrote {output.relative_to(ROOT)} and plots")
+    print(f"done in {seconds / 60:.1f} min; wrote {output} and plots")
 
 
 if __name__ == "__main__":

@@ -44,8 +44,9 @@ def test_exact_reconstruction_batch_non_square(tiny, cfg):
         assert max_error(regenerated, latent["samples"]) <= TOLERANCE, f"skip {skip}"
 
 
+@pytest.mark.parametrize("rule,parallel_steps", [("ddpm", 1), ("dpmpp_2m_sde", 1), ("ddpm", 4), ("dpmpp_2m_sde", 4)])
 @pytest.mark.parametrize("scheduler", comfy.samplers.SCHEDULER_NAMES)
-def test_every_scheduler_ending_at_zero_reconstructs(tiny, scheduler):
+def test_every_scheduler_ending_at_zero_reconstructs(tiny, scheduler, rule, parallel_steps):
     latent = tiny_models.latent(tiny, batch=1, height=8, width=8, seed=2)
     positive, negative = tiny.conditioning(20), tiny.conditioning(21)
     sigmas = comfy.samplers.calculate_sigmas(tiny.patcher.get_model_object("model_sampling"), scheduler, 10)
@@ -54,7 +55,7 @@ def test_every_scheduler_ending_at_zero_reconstructs(tiny, scheduler):
         with pytest.raises(EditFriendlyInputError, match=scheduler):
             pipeline.invert(tiny.patcher, positive, negative, latent, 10, 2.0, scheduler, 1.0, seed=0)
         return
-    maps = pipeline.invert(tiny.patcher, positive, negative, latent, 10, 2.0, scheduler, 1.0, seed=0)
+    maps = pipeline.invert(tiny.patcher, positive, negative, latent, 10, 2.0, scheduler, 1.0, seed=0, rule=rule, parallel_steps=parallel_steps)
     for skip in (0, 4):
         regenerated = pipeline.regenerate(tiny.patcher, positive, negative, maps, 2.0, skip)
         assert max_error(regenerated, latent["samples"]) <= TOLERANCE, f"{scheduler} skip {skip}"

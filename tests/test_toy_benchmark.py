@@ -78,6 +78,19 @@ def test_score_of_an_unchanged_picture(scenes):
     assert quality.score(latent, latent, reading, targets, scenes.shapes[:6])["success"] == 0.0
 
 
+def test_per_picture_scores_and_their_paired_difference(scenes):
+    latent = toy_model.to_latent(scenes.images[:6])["samples"]
+    reading = toy_shapes.classify(scenes.images[:6])
+    targets = quality.edit_targets(toy_shapes.draw(6, 11))
+    scores = quality.score(latent, latent, reading, targets, scenes.shapes[:6], per_picture=True)
+    assert scores["per_picture"] == {"success": [False] * 6, "shape_kept": [True] * 6}
+    assert quality.paired_difference([True] * 4, [True] * 4) == [0.0, 0.0, 0.0]
+    mean, low, high = quality.paired_difference([True, False, True, True], [True, True, True, False])
+    assert mean == 0.0 and low < -0.5 and high > 0.5 and low == -high
+    mean, low, high = quality.paired_difference([False] * 8 + [True] * 2, [True] * 10)
+    assert mean == pytest.approx(-0.8) and low < mean < high < 0
+
+
 def test_edit_targets_change_the_colour_to_one_the_model_knows(scenes):
     targets = quality.edit_targets(scenes)
     pairs = set(toy_shapes.training_pairs())
