@@ -5,6 +5,8 @@
 - SDEdit: noise the image to a strength and denoise with the target prompt, exactly what
   KSamplerAdvanced does (`comfy.sample.sample` with a start step and added noise).
 - Plain generation: the target prompt from pure noise, as KSampler does.
+
+Also the one error measure the benchmarks share (`reconstruction_error`).
 """
 
 from __future__ import annotations
@@ -63,3 +65,8 @@ def sdedit(model, positive, negative, samples: torch.Tensor, steps: int, cfg: fl
 def generate(model, positive, negative, shape, steps: int, cfg: float, scheduler: str, seed: int, sampler: str = "ddpm"):
     """KSampler from an empty latent."""
     return ksampler(model, positive, negative, torch.zeros(shape), steps, cfg, scheduler, seed, sampler=sampler)
+
+
+def reconstruction_error(output: torch.Tensor, latent: torch.Tensor) -> float:
+    """Largest absolute difference between a regenerated latent and the input latent, in float32."""
+    return float((output.float() - latent.float()).abs().max())

@@ -195,7 +195,7 @@ class Setup:
 
     def reconstruction_error(self, maps):
         regenerated = pipeline.regenerate(self.patcher, self.positive, self.negative, maps, self.cfg, 0)
-        return (regenerated.float() - self.latent["samples"]).abs().max().item()
+        return baselines.reconstruction_error(regenerated, self.latent["samples"])
 
 
 def bench_passes(setup, repeats):

@@ -226,6 +226,14 @@ def test_a_dpmpp_file_without_its_estimates_is_refused(tmp_path):
         serialization.load(str(path))
 
 
+def test_dpmpp_maps_at_eta_1_are_the_ddpm_maps():
+    """Both first-order steps are the DDPM posterior step at eta 1: the rules differ only in an edit's second-order term."""
+    tiny = tiny_models.sd15_eps(seed=0)
+    latent, positive, negative = setup(tiny)
+    ddpm, dpmpp = (pipeline.invert(tiny.patcher, positive, negative, latent, 12, 3.5, "karras", 1.0, 3, rule=rule) for rule in RULES)
+    assert max_error(ddpm.maps, dpmpp.maps) <= 1e-5 and max_error(ddpm.noisy_latents, dpmpp.noisy_latents) <= 1e-5
+
+
 def test_dpmpp_edits_differ_from_ddpm_edits():
     tiny = tiny_models.sd15_eps(seed=0)
     latent, positive, negative = setup(tiny)
