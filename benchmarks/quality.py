@@ -368,7 +368,8 @@ def main():
         results["fast"] = fast_mode(model, prompts, subset, targets[: len(subset.colours)], args.cfg_source, middle_cfg, settings)
     seconds = round(time.time() - started)
     output.write_text(json.dumps(results, indent=1) + "\n")
-    print(f"done in {seconds / 60:.1f} min; wrote {output} and plots")
+    pictures = [part for part in ("model", "edits", "manipulations") if part in args.parts]
+    print(f"done in {seconds / 60:.1f} min; wrote {output}" + (" and the pictures in docs/" if pictures else ""))
 
 
 if __name__ == "__main__":
