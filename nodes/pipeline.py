@@ -25,6 +25,10 @@ MAX_PARALLEL_STEPS = 64
 CPU_PARALLEL_STEPS = 4
 """Cap of the automatic choice on a CPU: the tiny 16x16 model ran 1.60x faster with 4 steps per batch but 0.93x
 with 8 (benchmarks/speed.py --sizes tiny --parts parallel --repeats 9)."""
+GPU_PARALLEL_PIXELS = 2**18
+"""Most latent pixels (batch x height x width, all steps together) in one automatic batch on a GPU: 64 steps of
+SD1.5 at 512x512, 16 of SDXL at 1024x1024. On an H200 (float16) SDXL gained nothing past 16 steps per batch (two
+runs: 1.57x and 1.66x at 16, 1.57x and 1.68x at 64), while ComfyUI's memory estimate for the batch grows fourfold."""
 CPU_PARALLEL_PIXELS = 2048
 """Most latent pixels (batch x height x width, all steps together) in one automatic CPU batch. Past that the
 CPU is already busy with one step, and batching was measured slower (full-size SD1.5: 0.96x), so the
@@ -73,14 +77,17 @@ def auto_parallel_steps(base_model, latent_shape: tuple, steps: int) -> int:
 
     Uses the model's own estimate (`memory_required`, as ComfyUI's calc_cond_batch does) for the
     conditional and unconditional halves together, with the same 1.5 margin, on 80% of the free memory.
-    On a CPU it also keeps the batch small enough to gain (CPU_PARALLEL_STEPS, CPU_PARALLEL_PIXELS).
+    It also stops where batching was measured to gain no more (GPU_PARALLEL_PIXELS; on a CPU,
+    CPU_PARALLEL_STEPS and CPU_PARALLEL_PIXELS).
     """
     device = comfy.model_management.get_torch_device()
     free = comfy.model_management.get_free_memory(device)
     batch, *rest = latent_shape
-    cap = MAX_PARALLEL_STEPS
+    pixels_per_step = math.prod([batch, *rest[-2:]])
     if comfy.model_management.is_device_cpu(device):
-        cap = min(CPU_PARALLEL_STEPS, CPU_PARALLEL_PIXELS // math.prod([batch, *rest[-2:]]))
+        cap = min(CPU_PARALLEL_STEPS, CPU_PARALLEL_PIXELS // pixels_per_step)
+    else:
+        cap = min(MAX_PARALLEL_STEPS, GPU_PARALLEL_PIXELS // pixels_per_step)
     chunk = 1
     for candidate in range(2, min(cap, steps) + 1):
         if base_model.memory_required([2 * candidate * batch, *rest]) * 1.5 > 0.8 * free:

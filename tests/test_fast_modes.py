@@ -151,6 +151,20 @@ def test_automatic_chunk_size_follows_free_memory(monkeypatch):
     assert pipeline.auto_parallel_steps(base, shape, 50) == pipeline.CPU_PARALLEL_STEPS
 
 
+def test_automatic_chunk_size_on_a_gpu_stops_where_batching_stopped_gaining(monkeypatch):
+    # No GPU here: ComfyUI is told the device is not a CPU and has plenty of free memory; the sizes are the
+    # full-size ones, while the memory estimate comes from the tiny model's own memory_required.
+    base = tiny_models.sd15_eps(seed=0).patcher.model
+    monkeypatch.setattr(comfy.model_management, "is_device_cpu", lambda device: False)
+    monkeypatch.setattr(comfy.model_management, "get_free_memory", lambda *a, **k: 1e15)
+    assert pipeline.auto_parallel_steps(base, (1, 4, 64, 64), 100) == pipeline.MAX_PARALLEL_STEPS == 64  # SD1.5 512x512
+    assert pipeline.auto_parallel_steps(base, (1, 4, 128, 128), 100) == 16  # SDXL 1024x1024
+    assert pipeline.auto_parallel_steps(base, (2, 4, 128, 128), 100) == 8
+    assert pipeline.auto_parallel_steps(base, (1, 4, 512, 512), 100) == 1
+    monkeypatch.setattr(comfy.model_management, "get_free_memory", lambda *a, **k: base.memory_required([8, 4, 128, 128]) * 1.5 / 0.8)
+    assert pipeline.auto_parallel_steps(base, (1, 4, 128, 128), 100) == 4  # memory binds first
+
+
 def test_automatic_chunk_size_stays_sequential_for_large_latents_on_cpu(monkeypatch):
     base = tiny_models.sd15_eps(seed=0).patcher.model
     monkeypatch.setattr(comfy.model_management, "get_free_memory", lambda *a, **k: 1e15)
