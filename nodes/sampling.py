@@ -139,7 +139,8 @@ def settle_on_recorded(x: torch.Tensor, recorded: torch.Tensor, mean: torch.Tens
     value where the replay is that close keeps a reconstruction on the inversion's path; the change is at
     most a few roundings of the step itself, far below any difference a prompt or a map edit makes.
     """
-    tolerance = ROUNDING_SLACK * torch.finfo(x.dtype).eps * (mean.abs() + x.abs())
+    # float32's rounding whatever the latent's dtype, so that a half-precision latent cannot widen the reach.
+    tolerance = ROUNDING_SLACK * torch.finfo(torch.float32).eps * (mean.abs() + x.abs())
     return torch.where((x - recorded).abs() <= tolerance, recorded, x)
 
 

@@ -64,6 +64,8 @@ def test_settling_takes_the_recorded_latent_only_within_rounding():
     settled = sampling.settle_on_recorded(x, recorded, mean)
     assert settled[0] == recorded[0]  # two ulp off: rounding, taken as recorded
     assert torch.equal(settled[1:], x[1:])  # twelve ulp off, and a real difference of 1.2e-3: kept
+    half = torch.tensor([0.5, 0.5039], dtype=torch.bfloat16)  # one bfloat16 step apart: still float32's reach
+    assert torch.equal(sampling.settle_on_recorded(half[1:], half[:1], mean[:1].bfloat16()), half[1:])
 
 
 def test_settling_does_not_hide_a_wrong_map():
