@@ -121,6 +121,11 @@ class NoiseMaps:
     """dpmpp_2m_sde only: the inversion's clean-latent estimates x0_hat_0 .. x0_hat_{N-1}, shape [N, B, C, H, W].
     The second-order part of the step is replayed as its change against these, so the same prompt
     stays on the inversion's path exactly. None for ddpm."""
+    batches: tuple[tuple[int, int], ...] | None = None
+    """Step-parallel maps only: the step ranges [start, stop) the inversion put through the model together.
+    A replay under the same conditioning evaluates the same batches again, so it rounds as the inversion did."""
+    conditioning_digest: str | None = None
+    """Step-parallel maps only: a digest of the inversion's prompts and CFG, to recognise a replay under them."""
 
     def __post_init__(self):
         steps = self.maps.shape[0]
@@ -139,6 +144,11 @@ class NoiseMaps:
             raise ValueError(f"NoiseMaps: the {self.rule} rule needs source_denoised shaped like the maps")
         if not needs_history and self.source_denoised is not None:
             raise ValueError(f"NoiseMaps: the {self.rule} rule keeps no source_denoised")
+        if self.batches is not None:
+            starts = [start for start, _ in self.batches]
+            stops = [stop for _, stop in self.batches]
+            if not starts or starts[0] != 0 or stops[-1] != steps or starts[1:] != stops[:-1] or any(b <= a for a, b in self.batches):
+                raise ValueError(f"NoiseMaps: the batches {list(self.batches)} do not split the {steps} steps into consecutive ranges")
 
     @property
     def steps(self) -> int:
@@ -177,6 +187,9 @@ class NoiseMaps:
                 "This transform moves the noisy latents but not the dpmpp_2m_sde maps' source_denoised; "
                 "it is not supported for dpmpp_2m_sde maps yet. Invert with rule ddpm to use it."
             )
+        if {"maps", "noisy_latents"} & changes.keys():
+            # Changed maps leave the recorded path at once, so re-evaluating the inversion's batches would be wasted.
+            changes = {"batches": None, "conditioning_digest": None, **changes}
         return dataclasses.replace(self, **changes)
 
     def __repr__(self) -> str:

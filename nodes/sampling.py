@@ -281,6 +281,7 @@ def sample_edit_friendly_inversion(
                 "noisy_latents": torch.stack(noisy_latents),
                 "maps": torch.stack(maps),
                 "denoised": torch.stack(denoised_record) if keep_history else None,
+                "batches": chunks,
             }
         )
     return x
@@ -326,16 +327,52 @@ def check_rule(noise_maps: NoiseMaps, rule: str | None) -> None:
         )
 
 
+class RecordedBatches:
+    """The step-parallel inversion's batched model calls, made again while a replay stays on the recorded latents.
+
+    A batch of several steps rounds differently from a one-step call, so a replay of step-parallel maps
+    that called the model one step at a time would drift by the model's rounding (1e-2 in float16). Called
+    again on the same recorded latents and sigmas, the inversion's batch gives its estimates bit for bit.
+    An estimate is only used for a step whose latent equals the recorded one exactly, so it is always the
+    model evaluated at the current latent, under the current conditioning; once the replay leaves the
+    recorded path (an edit) this stops and every further step is a one-step call.
+    """
+
+    def __init__(self, model, noise_maps: NoiseMaps, extra_args: dict):
+        self.model, self.noise_maps, self.extra_args = model, noise_maps, extra_args
+        self.batch_of = {step: (start, stop) for start, stop in noise_maps.batches for step in range(start, stop)}
+        self.estimates = {}
+        self.on_path = True
+
+    def denoised(self, step: int, x: torch.Tensor) -> torch.Tensor | None:
+        """The inversion batch's estimate for `step` at `x`, or None: x is off the recorded path, or the step ran alone."""
+        start, stop = self.batch_of[step]
+        if not self.on_path or stop - start == 1:
+            return None
+        if not torch.equal(x, self.noise_maps.noisy_latents[step].to(x.device, x.dtype)):
+            self.on_path, self.estimates = False, {}
+            return None
+        if step not in self.estimates:
+            batch = x.shape[0]
+            inputs = self.noise_maps.noisy_latents[start:stop].to(x.device, x.dtype).flatten(0, 1)
+            step_sigmas = self.noise_maps.sigmas[start:stop].to(x.device).repeat_interleave(batch)
+            outputs = self.model(inputs, step_sigmas, **self.extra_args).split(batch)
+            self.estimates = {start + offset: output for offset, output in enumerate(outputs)}
+        return self.estimates.pop(step)
+
+
 @torch.no_grad()
 def sample_edit_friendly(
-    model, x, sigmas, extra_args=None, callback=None, disable=None, noise_maps=None, mask=None, rule=None
+    model, x, sigmas, extra_args=None, callback=None, disable=None, noise_maps=None, mask=None, rule=None, batched_replay=False
 ):
     """Edit-friendly sampling (Huberman-Spiegelglas et al. 2024, Eq. 5 with the extracted z_t), from x_skip.
 
     Replays the step rule the maps were made with; `rule`, when given, must be that rule. For a
     second-order rule the first replayed step is first order (there is no earlier estimate to use);
     the maps are first-order maps, so this restart is exact at any skip. A latent that comes within
-    rounding of the one the inversion recorded takes the recorded value (settle_on_recorded).
+    rounding of the one the inversion recorded takes the recorded value (settle_on_recorded). With
+    `batched_replay` (the caller knows the conditioning is the inversion's), step-parallel maps are replayed
+    through the inversion's own batches while the path allows (RecordedBatches).
     """
     if noise_maps is None:
         raise ValueError("sample_edit_friendly needs noise_maps")
@@ -354,9 +391,12 @@ def sample_edit_friendly(
         source_clean = _base_model(model).process_latent_in(noise_maps.source_latent.to(x.device, x.dtype))
 
     x = noise_maps.start_latent(skip).to(x.device, x.dtype)
+    recorded_batches = RecordedBatches(model, noise_maps, extra_args) if batched_replay and noise_maps.batches else None
     previous = None
     for i in trange(len(steps), disable=disable):
-        denoised = model(x, sigmas[i] * s_in, **extra_args)
+        denoised = recorded_batches.denoised(skip + i, x) if recorded_batches is not None else None
+        if denoised is None:
+            denoised = model(x, sigmas[i] * s_in, **extra_args)
         if callback is not None:
             callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
         mean = posterior_mean(x, denoised, steps[i])
@@ -378,6 +418,7 @@ __all__ = [
     "ModelFingerprint",
     "NoiseMaps",
     "PosteriorStep",
+    "RecordedBatches",
     "add_map",
     "check_rule",
     "ddpm_steps",

@@ -64,6 +64,10 @@ def to_bytes(maps: NoiseMaps) -> bytes:
         "latent_rgb_factors": json.dumps(maps.latent_rgb_factors),
         "latent_rgb_bias": json.dumps(maps.latent_rgb_bias),
     }
+    if maps.batches is not None:
+        # Optional keys: an older pack ignores them and replays one step at a time.
+        metadata["batches"] = json.dumps([list(batch) for batch in maps.batches])
+        metadata["conditioning_digest"] = maps.conditioning_digest or ""
     return safetensors.torch.save(tensors, metadata=metadata)
 
 
@@ -166,6 +170,9 @@ def _parse_metadata(path: str, metadata: dict) -> dict:
             "latent_rgb_factors": _tuple_tree(json.loads(metadata["latent_rgb_factors"])),
             "latent_rgb_bias": _tuple_tree(json.loads(metadata["latent_rgb_bias"])),
         }
+        if "batches" in metadata:
+            values["batches"] = tuple((int(start), int(stop)) for start, stop in json.loads(metadata["batches"]))
+            values["conditioning_digest"] = str(metadata.get("conditioning_digest", "")) or None
     except (KeyError, TypeError, ValueError, RecursionError) as error:
         raise _refuse(path, f"its metadata is incomplete or unreadable ({type(error).__name__}: {error}).") from None
     if not (0.0 < values["eta"] <= 1.0) or not math.isfinite(values["source_cfg"]):

@@ -11,7 +11,8 @@ import pytest
 import tiny_models
 import torch
 from comfy_hooks import recorded_progress
-from edit_friendly_ddpm.nodes import comfy_nodes, pipeline, sampling, serialization
+from tiny_models import counting_model_calls
+from edit_friendly_ddpm.nodes import comfy_nodes, pipeline, sampling, serialization, transforms
 from edit_friendly_ddpm.nodes.validation import EditFriendlyInputError
 
 TOLERANCE = 1e-4
@@ -52,9 +53,72 @@ def test_one_step_at_a_time_reconstructs_exactly(tiny, rule, cfg):
 def test_step_parallel_inversion_reconstructs(tiny, rule, cfg):
     latent, positive, negative = setup(tiny)
     maps = pipeline.invert(tiny.patcher, positive, negative, latent, 12, cfg, "karras", 1.0, 3, rule=rule, parallel_steps=4)
-    for skip in (0, 3, maps.steps - 1):
+    assert maps.batches == ((0, 4), (4, 8), (8, 12)) and maps.conditioning_digest is not None
+    for skip in (0, 3, 5, maps.steps - 1):
         regenerated = pipeline.regenerate(tiny.patcher, positive, negative, maps, cfg, skip)
-        assert max_error(regenerated, latent["samples"]) <= TOLERANCE, f"skip {skip}"
+        # Through the inversion's own batches the replay is as exact as one step at a time.
+        assert max_error(regenerated, latent["samples"]) <= 1e-6, f"skip {skip}"
+        unbatched = pipeline.regenerate(tiny.patcher, positive, negative, maps.replace(batches=None), cfg, skip)
+        assert max_error(unbatched, latent["samples"]) <= TOLERANCE, f"skip {skip}, one step at a time"
+
+
+def test_same_prompt_replay_makes_the_inversions_batches_and_an_edit_one_step_calls():
+    tiny = tiny_models.sd15_eps(seed=0)
+    latent, positive, negative = setup(tiny)
+    maps = pipeline.invert(tiny.patcher, positive, negative, latent, 10, 3.5, "karras", 1.0, 5, parallel_steps=4)
+    patched, calls = counting_model_calls(tiny.patcher)
+    pipeline.regenerate(patched, tiny.conditioning(10), tiny.conditioning(11), maps, 3.5, 2)  # equal prompts, encoded anew
+    assert [shape[0] for shape, _ in calls] == [16, 16, 8]  # (2, 4) from 2 on: batch 2 x (cond, uncond) x 4 steps
+    calls.clear()
+    pipeline.regenerate(patched, tiny.conditioning(12), negative, maps, 3.5, 2)
+    assert [shape[0] for shape, _ in calls] == [4] * (maps.steps - 2)
+    calls.clear()
+    pipeline.regenerate(patched, positive, negative, maps, 5.0, 2)  # another CFG is another replay
+    assert [shape[0] for shape, _ in calls] == [4] * (maps.steps - 2)
+
+
+def test_batched_replay_leaves_the_batches_when_the_path_leaves_the_recorded_latents():
+    tiny = tiny_models.sd15_eps(seed=0)
+    latent, positive, negative = setup(tiny)
+    maps = pipeline.invert(tiny.patcher, positive, negative, latent, 10, 3.5, "karras", 1.0, 5, parallel_steps=4)
+    with torch.no_grad():  # same prompts, a changed model (this test's own copy): the first step leaves the path
+        tiny.patcher.model.diffusion_model.out[2].weight.mul_(1.01)
+    patched, calls = counting_model_calls(tiny.patcher)
+    batched = pipeline.regenerate(patched, positive, negative, maps, 3.5, 0)
+    assert [shape[0] for shape, _ in calls] == [16] + [4] * (maps.steps - 1)
+    one_step = pipeline.regenerate(tiny.patcher, positive, negative, maps.replace(batches=None), 3.5, 0)
+    assert max_error(batched, latent["samples"]) > 1e-3
+    assert max_error(batched, one_step) <= 1e-4  # the first estimate rounds as a batch of 4 steps, the rest alike
+
+
+def test_changed_maps_and_loaded_files_keep_or_drop_the_batches(tmp_path):
+    tiny = tiny_models.sd15_eps(seed=0)
+    latent, positive, negative = setup(tiny)
+    maps = pipeline.invert(tiny.patcher, positive, negative, latent, 6, 3.5, "karras", 1.0, 0, parallel_steps=3)
+    shifted = transforms.shift_noise_maps(maps, 2, 0)
+    assert shifted.batches is None and shifted.conditioning_digest is None
+    path = str(tmp_path / "maps.safetensors")
+    serialization.save(maps, path)
+    loaded = serialization.load(path)
+    assert loaded.batches == maps.batches == ((0, 3), (3, 6)) and loaded.conditioning_digest == maps.conditioning_digest
+    assert max_error(pipeline.regenerate(tiny.patcher, positive, negative, loaded, 3.5, 1), latent["samples"]) <= 1e-6
+    assert pipeline.invert(tiny.patcher, positive, negative, latent, 6, 3.5, "karras", 1.0, 0).batches is None
+    with pytest.raises(ValueError, match="consecutive ranges"):
+        maps.replace(batches=((0, 3), (4, 6)))
+
+
+def test_conditioning_digest_tells_prompts_and_cfg_apart():
+    tiny = tiny_models.sd15_eps(seed=0)
+    digest = pipeline.conditioning_digest(tiny.conditioning(1), tiny.conditioning(2), 3.5)
+    assert digest == pipeline.conditioning_digest(tiny.conditioning(1), tiny.conditioning(2), 3.5)
+    assert digest != pipeline.conditioning_digest(tiny.conditioning(2), tiny.conditioning(1), 3.5)
+    assert digest != pipeline.conditioning_digest(tiny.conditioning(1), tiny.conditioning(2), 4.0)
+    strength = tiny.conditioning(1)
+    strength[0][1] = dict(strength[0][1], strength=0.9)
+    assert digest != pipeline.conditioning_digest(strength, tiny.conditioning(2), 3.5)
+    with_object = tiny.conditioning(1)
+    with_object[0][1] = dict(with_object[0][1], control=object())
+    assert pipeline.conditioning_digest(with_object, tiny.conditioning(2), 3.5) is None
 
 
 def test_settling_takes_the_recorded_latent_only_within_rounding():
