@@ -242,7 +242,7 @@ def fast_mode(model, prompts, scenes, targets, cfg_source, cfg, settings) -> lis
     source, empty = prompts(scenes.captions), prompts([""] * len(targets))
     target = prompts([toy_shapes.caption(c, s) for c, s in zip(targets, scenes.shapes)])
     reading = toy_shapes.classify(scenes.images)
-    rows = []
+    rows, reference = [], None
     for rule, steps, skip_fraction in settings:
         started = time.time()
         maps = pipeline.invert(model, source, empty, latent, steps, cfg_source, SCHEDULER, 1.0, 0, rule=rule)
@@ -255,10 +255,10 @@ def fast_mode(model, prompts, scenes, targets, cfg_source, cfg, settings) -> lis
                "reconstruction": recon, "seconds": time.time() - started, "pictures": len(targets),
                **score(latent["samples"], output, reading, targets, scenes.shapes, per_picture=True)}
         pictures = row.pop("per_picture")
-        if rows:
-            row["vs_reference"] = {key: paired_difference(pictures[key], reference[key]) for key in pictures}
-        else:
+        if reference is None:
             reference = pictures
+        else:
+            row["vs_reference"] = {key: paired_difference(pictures[key], reference[key]) for key in pictures}
         rows.append(row)
         print(format_row(row, paired=True), flush=True)
     return rows

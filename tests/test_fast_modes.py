@@ -11,9 +11,9 @@ import pytest
 import tiny_models
 import torch
 from comfy_hooks import recorded_progress
-from tiny_models import counting_model_calls
 from edit_friendly_ddpm.nodes import comfy_nodes, pipeline, sampling, serialization, transforms
 from edit_friendly_ddpm.nodes.validation import EditFriendlyInputError
+from tiny_models import counting_model_calls
 
 TOLERANCE = 1e-4
 FAMILIES = list(tiny_models.FAMILIES)
