@@ -29,7 +29,8 @@ if [ -n "$COMFY" ]; then
   [ -f "$COMFY/main.py" ] || { echo "no ComfyUI at $COMFY (main.py missing)" >&2; exit 2; }
   ln -sfn "$ROOT" "$COMFY/custom_nodes/edit-friendly-ddpm"
 else
-  eval "$("$ROOT/scripts/setup.sh")"
+  paths=$("$ROOT/scripts/setup.sh")  # assigned first: a failed setup stops here (eval would hide its status)
+  eval "$paths"
   PY=$EF_PYTHON
   COMFY=$EF_COMFYUI
 fi

@@ -4,7 +4,9 @@
 #   scripts/test.sh -k reconstruct  # extra arguments go to pytest
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-eval "$(EF_WITH_BROWSER=1 "$ROOT/scripts/setup.sh")"
+# Assigned first so that a failed setup stops here with its own message (eval would hide its status).
+paths=$(EF_WITH_BROWSER=1 "$ROOT/scripts/setup.sh")
+eval "$paths"
 export EF_COMFYUI
 cd "$ROOT"
 exec "$EF_PYTHON" -m pytest tests "$@"
