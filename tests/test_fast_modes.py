@@ -68,7 +68,8 @@ def test_same_prompt_replay_makes_the_inversions_batches_and_an_edit_one_step_ca
     maps = pipeline.invert(tiny.patcher, positive, negative, latent, 10, 3.5, "karras", 1.0, 5, parallel_steps=4)
     patched, calls = counting_model_calls(tiny.patcher)
     pipeline.regenerate(patched, tiny.conditioning(10), tiny.conditioning(11), maps, 3.5, 2)  # equal prompts, encoded anew
-    assert [shape[0] for shape, _ in calls] == [16, 16, 8]  # (2, 4) from 2 on: batch 2 x (cond, uncond) x 4 steps
+    # The batches (0, 4), (4, 8), (8, 10) of batch 2 x (cond, uncond); the first one whole, though the replay starts at 2.
+    assert [shape[0] for shape, _ in calls] == [16, 16, 8]
     calls.clear()
     pipeline.regenerate(patched, tiny.conditioning(12), negative, maps, 3.5, 2)
     assert [shape[0] for shape, _ in calls] == [4] * (maps.steps - 2)
