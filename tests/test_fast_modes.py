@@ -78,6 +78,19 @@ def test_same_prompt_replay_makes_the_inversions_batches_and_an_edit_one_step_ca
     assert [shape[0] for shape, _ in calls] == [4] * (maps.steps - 2)
 
 
+@pytest.mark.parametrize("rule", RULES)
+def test_batched_replay_with_variations_and_a_mask_reconstructs(rule):
+    tiny = tiny_models.sdxl_eps(seed=0)
+    latent, positive, negative = setup(tiny)
+    maps = pipeline.invert(tiny.patcher, positive, negative, latent, 9, 3.5, "karras", 1.0, 3, variations=2, rule=rule, parallel_steps=4)
+    assert maps.batches == ((0, 4), (4, 8), (8, 9))
+    mask = torch.zeros(8, 12)
+    mask[2:6, 3:9] = 1.0
+    for region in (None, mask):
+        regenerated = pipeline.regenerate(tiny.patcher, positive, negative, maps, 3.5, 1, mask=region)
+        assert max_error(regenerated, latent["samples"].repeat(2, 1, 1, 1)) <= 1e-6
+
+
 def test_batched_replay_leaves_the_batches_when_the_path_leaves_the_recorded_latents():
     tiny = tiny_models.sd15_eps(seed=0)
     latent, positive, negative = setup(tiny)
