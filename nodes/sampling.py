@@ -344,12 +344,13 @@ class RecordedBatches:
         self.estimates = {}
         self.on_path = True
 
-    def denoised(self, step: int, x: torch.Tensor) -> torch.Tensor | None:
-        """The inversion batch's estimate for `step` at `x`, or None: x is off the recorded path, or the step ran alone."""
+    def denoised(self, step: int, x: torch.Tensor, recorded: torch.Tensor) -> torch.Tensor | None:
+        """The inversion batch's estimate for `step` at `x`, or None: x is off the recorded latent for the step
+        (`recorded`, on x's device), or the step ran alone."""
         start, stop = self.batch_of[step]
         if not self.on_path or stop - start == 1:
             return None
-        if not torch.equal(x, self.noise_maps.noisy_latents[step].to(x.device, x.dtype)):
+        if not torch.equal(x, recorded):
             self.on_path, self.estimates = False, {}
             return None
         if step not in self.estimates:
@@ -390,11 +391,12 @@ def sample_edit_friendly(
         mask = mask.to(x.device, x.dtype)
         source_clean = _base_model(model).process_latent_in(noise_maps.source_latent.to(x.device, x.dtype))
 
-    x = noise_maps.start_latent(skip).to(x.device, x.dtype)
+    x = recorded = noise_maps.start_latent(skip).to(x.device, x.dtype)
     recorded_batches = RecordedBatches(model, noise_maps, extra_args) if batched_replay and noise_maps.batches else None
     previous = None
     for i in trange(len(steps), disable=disable):
-        denoised = recorded_batches.denoised(skip + i, x) if recorded_batches is not None else None
+        # `recorded` is the inversion's latent for this step, fetched by the previous step (or the start latent).
+        denoised = recorded_batches.denoised(skip + i, x, recorded) if recorded_batches is not None else None
         if denoised is None:
             denoised = model(x, sigmas[i] * s_in, **extra_args)
         if callback is not None:
