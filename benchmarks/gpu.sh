@@ -4,7 +4,8 @@
 #   benchmarks/gpu.sh prepare     # here, after scripts/setup.sh: a small copy of ComfyUI's Python core and the
 #                                 # two pure-Python wheels a bare GPU machine may lack, in .devicekit/ (not committed)
 #   benchmarks/gpu.sh run DIR [JOB...]   # on the GPU machine, from the checkout with .devicekit/ beside it: logs
-#                                 # go to DIR; jobs: sd15 sdxl sdxl-edit parallel sd15-fp32 (default: all but parallel)
+#                                 # go to DIR; jobs: sd15 sdxl sdxl-edit parallel sd15-fp32 rounding
+#                                 # (default: sd15 sdxl sdxl-edit sd15-fp32)
 #
 # The GPU machine brings its own python3 with torch; nothing is downloaded there.
 set -euo pipefail
@@ -46,6 +47,8 @@ run)
         parallel) job parallel 150 --sizes sd15 sdxl --repeats 2 --parts parallel --chunks 1 0 16 64 ;;
         # The reconstruction in float32 weights, for comparison with the tests' 1e-4 bar.
         sd15-fp32) job sd15-fp32 80 --sizes sd15 --dtype fp32 --parts reconstruction ;;
+        # The float16 roundings a step-parallel replay has to undo (docs/math.md).
+        rounding) job rounding 90 --sizes sd15 --parts rounding ;;
         *) echo "unknown job $name" ;;
         esac
     done

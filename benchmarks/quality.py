@@ -320,6 +320,7 @@ def main():
     parser.add_argument("--parts", nargs="+", default=["classifier", "model", "edits", "diversity", "manipulations", "fast"])
     parser.add_argument("--fast-steps", type=int, nargs="+", default=[100, 25], help="the DDPM reference's steps, then the fast modes'")
     parser.add_argument("--fast-skips", type=float, nargs="+", default=[0.2], help="skip fractions for the fast modes (the reference: 0.2)")
+    parser.add_argument("--fast-rules", nargs="+", default=["dpmpp_2m_sde", "ddpm"], help="rules for the fast modes (the reference: ddpm)")
     parser.add_argument("--output", type=pathlib.Path, default=DOCS / "quality-results.json", help="JSON file of the figures (updated part by part)")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
@@ -364,7 +365,7 @@ def main():
     if "fast" in args.parts:
         print(FAST_TABLE_HEADER)
         settings = [("ddpm", args.fast_steps[0], 0.2)]
-        settings += [(rule, s, f) for s in args.fast_steps[1:] for f in args.fast_skips for rule in ("dpmpp_2m_sde", "ddpm")]
+        settings += [(rule, s, f) for s in args.fast_steps[1:] for f in args.fast_skips for rule in args.fast_rules]
         results["fast"] = fast_mode(model, prompts, subset, targets[: len(subset.colours)], args.cfg_source, middle_cfg, settings)
     seconds = round(time.time() - started)
     output.write_text(json.dumps(results, indent=1) + "\n")

@@ -17,6 +17,9 @@ Prints wall-clock figures and ratios:
 - step-parallel inversion (`parallel_steps`) against one step at a time (`parallel`);
 - reconstruction error (inversion, then regeneration with the same prompt and CFG) for both step rules,
   one step at a time and step-parallel, in the model's dtype (`reconstruction`);
+- the two roundings a step-parallel replay has to undo (docs/math.md): drawn latents that mean + tau z
+  cannot reproduce, and the model's estimates in a batch of several steps against one step per call
+  (`rounding`);
 - the edit's and KSamplerAdvanced's cost per step outside the UNet, which is skipped (`overhead`).
 Weights are random (timing needs no trained weights); the models are real ComfyUI model classes, built
 and filled on the device ComfyUI picks (EF_DEVICE=cuda lets it pick the GPU; the default is the CPU).
@@ -46,11 +49,11 @@ import baselines  # noqa: E402
 import psutil  # noqa: E402
 import tiny_models  # noqa: E402
 import torch  # noqa: E402
-from edit_friendly_ddpm.nodes import pipeline  # noqa: E402
+from edit_friendly_ddpm.nodes import pipeline, sampling  # noqa: E402
 
 comfy.utils.PROGRESS_BAR_ENABLED = False
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-PARTS = ("passes", "variations", "parallel", "reconstruction", "overhead")
+PARTS = ("passes", "variations", "parallel", "reconstruction", "rounding", "overhead")
 
 
 def on_device(model: comfy.model_base.BaseModel) -> comfy.model_patcher.ModelPatcher:
@@ -294,6 +297,60 @@ def bench_reconstruction(setup, rules):
             print(f"reconstruction {rule:<13} {steps:>3} steps, {mode:<30} max |error| {setup.reconstruction_error(maps):.2e}", flush=True)
 
 
+def estimates_in_batches(model, x, sigmas, extra_args=None, callback=None, disable=None, latents=None, size=1, sink=None):
+    """A sampler that only evaluates the model on given latents [steps, batch, ...], `size` steps per call, into `sink`."""
+    extra_args = {} if extra_args is None else extra_args
+    steps, batch = latents.shape[:2]
+    outputs = []
+    for start in range(0, steps, size):
+        stop = min(start + size, steps)
+        inputs = latents[start:stop].to(x.device, x.dtype).flatten(0, 1)
+        outputs += model(inputs, sigmas[start:stop].repeat_interleave(batch), **extra_args).split(batch)
+    sink.append(torch.stack(outputs))
+    return x
+
+
+def bench_rounding(setup, sizes=(2, 4, 8, 16)):
+    """The two roundings that keep a step-parallel replay off the inversion's path unless it settles and re-batches.
+
+    (1) Inside a batch the model sees the drawn latents; the share of their elements that the replay's
+    mean + tau z (same functions, same inputs) cannot reproduce. (2) The model's estimates of the same
+    latents and sigmas in calls of `size` steps against one step per call.
+    """
+    steps = min(setup.steps, max(sizes))
+    # dpmpp_2m_sde records the model's estimates, and its maps are the first-order (ddpm) maps.
+    maps = setup.invert(steps=steps, rule="dpmpp_2m_sde", parallel_steps=steps)
+    device = comfy.model_management.get_torch_device()
+    first_order = sampling.rule_steps("ddpm", maps.scales, maps.eta)
+    missed = total = 0
+    widest = 0.0  # in roundings of the step's operands, the unit of sampling.ROUNDING_SLACK
+    for i, step in enumerate(first_order[:-1]):
+        x, denoised, noise_map, drawn = (t.to(device) for t in (maps.noisy_latents[i], maps.source_denoised[i], maps.maps[i], maps.noisy_latents[i + 1]))
+        mean = sampling.posterior_mean(x, denoised, step)
+        reached = sampling.add_map(mean, noise_map, step)
+        rounding = torch.finfo(torch.float32).eps * (mean.abs() + reached.abs())
+        missed += int((reached != drawn).sum())
+        total += reached.numel()
+        widest = max(widest, float(((reached - drawn).abs() / rounding).max()))
+    print(f"rounding: drawn latents that mean + tau z cannot reproduce  {100 * missed / total:.1f}% of elements, by at most "
+          f"{widest:.2f} eps (|mean| + |x|) (settling takes up to {sampling.ROUNDING_SLACK:g}; {steps - 1} steps inside one batch)")
+
+    guider = pipeline.cfg_guider(setup.patcher, setup.positive, setup.negative, setup.cfg)
+    samples = setup.latent["samples"]
+
+    def estimates(size):
+        sink = []
+        sampler = comfy.samplers.KSAMPLER(estimates_in_batches, extra_options={"latents": maps.noisy_latents, "size": size, "sink": sink})
+        guider.sample(torch.zeros_like(samples), samples, sampler, maps.sigmas[: steps + 1].to(device), disable_pbar=True, seed=0)
+        return sink[0].float()
+
+    one_by_one = estimates(1)
+    scale = float(one_by_one.abs().max())
+    for size in sizes:
+        difference = float((estimates(size) - one_by_one).abs().max())
+        print(f"rounding: estimates {size:>2} steps per call vs one per call  max |difference| {difference:.1e} ({difference / scale:.1e} of the largest estimate)", flush=True)
+
+
 def without_unet(patcher):
     """A clone whose UNet returns zeros at once: everything else in ComfyUI's sampling path still runs."""
     patched = patcher.clone()
@@ -362,6 +419,8 @@ def main():
             bench_parallel_inversion(setup, repeats, chunks)
         if "reconstruction" in args.parts:
             bench_reconstruction(setup, [("ddpm", steps), ("dpmpp_2m_sde", max(2, steps // 4))])
+        if "rounding" in args.parts:
+            bench_rounding(setup)
         if "overhead" in args.parts:
             bench_overhead(setup, max(repeats, 5))
         del setup

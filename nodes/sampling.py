@@ -135,9 +135,10 @@ def settle_on_recorded(x: torch.Tensor, recorded: torch.Tensor, mean: torch.Tens
     """x, except where it is within rounding of the latent the inversion fed the model: there, that latent.
 
     A step-parallel inversion feeds the model the drawn latents (Eq. 6) inside a batch, and mean + tau z
-    cannot land on every float32 value exactly (about 15% of elements miss by an ulp). Taking the recorded
-    value where the replay is that close keeps a reconstruction on the inversion's path; the change is at
-    most a few roundings of the step itself, far below any difference a prompt or a map edit makes.
+    cannot land on every float32 value exactly (a third of the elements may miss, by about one rounding).
+    Taking the recorded value where the replay is that close keeps a reconstruction on the inversion's
+    path; the change is at most a few roundings of the step itself, far below any difference a prompt or a
+    map edit makes.
     """
     # float32's rounding whatever the latent's dtype, so that a half-precision latent cannot widen the reach.
     tolerance = ROUNDING_SLACK * torch.finfo(torch.float32).eps * (mean.abs() + x.abs())
