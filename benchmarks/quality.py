@@ -232,8 +232,8 @@ def manipulations(model, prompts, scenes, targets, steps, cfg_source, shift=4, s
     }
 
 
-def fast_mode(model, prompts, scenes, targets, cfg_source, cfg, settings) -> list[dict]:
-    """Edit-friendly edits with the DDPM rule and with DPM-Solver++(2M) SDE; settings are (rule, steps, skip fraction).
+def fast_mode(model, prompts, scenes, targets, cfg_source, settings) -> list[dict]:
+    """Edit-friendly edits with the DDPM rule and with DPM-Solver++(2M) SDE; settings are (rule, steps, skip fraction, cfg).
 
     The first setting is the reference: every other row also gets its paired difference from it in edit
     success and shape kept, picture by picture (`vs_reference`, [mean, 95% low, 95% high]).
@@ -243,7 +243,7 @@ def fast_mode(model, prompts, scenes, targets, cfg_source, cfg, settings) -> lis
     target = prompts([toy_shapes.caption(c, s) for c, s in zip(targets, scenes.shapes)])
     reading = toy_shapes.classify(scenes.images)
     rows, reference = [], None
-    for rule, steps, skip_fraction in settings:
+    for rule, steps, skip_fraction, cfg in settings:
         started = time.time()
         maps = pipeline.invert(model, source, empty, latent, steps, cfg_source, SCHEDULER, 1.0, 0, rule=rule)
         skip = round(skip_fraction * steps)
@@ -319,7 +319,10 @@ def main():
     parser.add_argument("--subset-images", type=int, default=50, help="pictures for the manipulations and the fast mode")
     parser.add_argument("--parts", nargs="+", default=["classifier", "model", "edits", "diversity", "manipulations", "fast"])
     parser.add_argument("--fast-steps", type=int, nargs="+", default=[100, 25], help="the DDPM reference's steps, then the fast modes'")
-    parser.add_argument("--fast-skips", type=float, nargs="+", default=[0.2], help="skip fractions for the fast modes (the reference: 0.2)")
+    parser.add_argument("--fast-skips", type=float, nargs="+", default=[0.2], help="skip fractions for the fast modes")
+    parser.add_argument("--fast-cfgs", type=float, nargs="+", default=None, help="target CFGs for the fast modes (default: the middle of --cfgs)")
+    parser.add_argument("--fast-reference", type=float, nargs=2, default=None, metavar=("SKIP", "CFG"),
+                        help="the DDPM reference's skip fraction and target CFG (default: 0.2 and the middle of --cfgs)")
     parser.add_argument("--fast-rules", nargs="+", default=["dpmpp_2m_sde", "ddpm"], help="rules for the fast modes (the reference: ddpm)")
     parser.add_argument("--output", type=pathlib.Path, default=DOCS / "quality-results.json", help="JSON file of the figures (updated part by part)")
     args = parser.parse_args()
@@ -364,9 +367,10 @@ def main():
         print("manipulations:", json.dumps(manipulated), flush=True)
     if "fast" in args.parts:
         print(FAST_TABLE_HEADER)
-        settings = [("ddpm", args.fast_steps[0], 0.2)]
-        settings += [(rule, s, f) for s in args.fast_steps[1:] for f in args.fast_skips for rule in args.fast_rules]
-        results["fast"] = fast_mode(model, prompts, subset, targets[: len(subset.colours)], args.cfg_source, middle_cfg, settings)
+        reference_skip, reference_cfg = args.fast_reference or (0.2, middle_cfg)
+        settings = [("ddpm", args.fast_steps[0], reference_skip, reference_cfg)]
+        settings += [(rule, s, f, cfg) for s in args.fast_steps[1:] for f in args.fast_skips for cfg in args.fast_cfgs or [middle_cfg] for rule in args.fast_rules]
+        results["fast"] = fast_mode(model, prompts, subset, targets[: len(subset.colours)], args.cfg_source, settings)
     seconds = round(time.time() - started)
     output.write_text(json.dumps(results, indent=1) + "\n")
     pictures = [part for part in ("model", "edits", "manipulations") if part in args.parts]

@@ -318,10 +318,11 @@ def bench_rounding(setup, sizes=(2, 4, 8, 16)):
     latents and sigmas in calls of `size` steps against one step per call.
     """
     steps = min(setup.steps, max(sizes))
-    # dpmpp_2m_sde records the model's estimates, and its maps are the first-order (ddpm) maps.
+    # dpmpp_2m_sde records the model's estimates; its maps are first-order maps, so its replay of the same
+    # prompt reaches x_{i+1} as mean + tau z, like ddpm's (the second-order correction is exactly zero).
     maps = setup.invert(steps=steps, rule="dpmpp_2m_sde", parallel_steps=steps)
     device = comfy.model_management.get_torch_device()
-    first_order = sampling.rule_steps("ddpm", maps.scales, maps.eta)
+    first_order = sampling.rule_steps(maps.rule, maps.scales, maps.eta)
     missed = total = 0
     widest = 0.0  # in roundings of the step's operands, the unit of sampling.ROUNDING_SLACK
     for i, step in enumerate(first_order[:-1]):
