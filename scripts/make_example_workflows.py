@@ -148,16 +148,16 @@ class Workflow:
         }
 
 
-def _common(wf: Workflow, source_prompt=SOURCE_PROMPT, variations=None):
-    """Checkpoint, image, encode, source prompt, negative prompt and inversion with paper defaults."""
+def _common(wf: Workflow, source_prompt=SOURCE_PROMPT, variations=None, inversion_widgets=None):
+    """Checkpoint, image, encode, source prompt, negative prompt and inversion (paper defaults unless `inversion_widgets`)."""
     ckpt = wf.node("CheckpointLoaderSimple", [CHECKPOINT], col=0, row=0, size=(320, 100))
     image = wf.node("LoadImage", [IMAGE, "image"], col=0, row=3, size=(320, 360))
     latent = wf.node("VAEEncode", col=1, row=9, pixels=(image, 0), vae=(ckpt, 2), size=(220, 50))
     source = wf.node("CLIPTextEncode", [source_prompt], col=1, row=0, title="Source prompt (describes the input image)", clip=(ckpt, 1))
     negative = wf.node("CLIPTextEncode", [NEGATIVE_PROMPT], col=1, row=4, title="Negative prompt", clip=(ckpt, 1))
+    widgets = inversion_widgets or [STEPS, SOURCE_CFG, "ddim_uniform", 1.0, 0, "fixed"] + ([variations] if variations else [])
     inversion = wf.node(
-        "EditFriendlyDDPMInversion", [STEPS, SOURCE_CFG, "ddim_uniform", 1.0, 0, "fixed"] + ([variations] if variations else []),
-        col=2, row=0, size=(320, 270 if variations else 250),
+        "EditFriendlyDDPMInversion", widgets, col=2, row=0, size=(320, 250 + 20 * (len(widgets) - 6)),
         model=(ckpt, 0), positive=(source, 0), negative=(negative, 0), latent_image=(latent, 0),
     )
     return ckpt, image, negative, inversion, source, latent
@@ -391,6 +391,43 @@ def noise_map_preview() -> Workflow:
     return wf
 
 
+FAST_STEPS, FAST_SKIP, FAST_TARGET_CFG = 25, 7, 12.0
+
+
+def fast_edit() -> Workflow:
+    wf = Workflow("fast_edit")
+    # Optional inputs after the seed: variations, rule, parallel_steps (0 = as many as memory allows).
+    widgets = [FAST_STEPS, SOURCE_CFG, "ddim_uniform", 1.0, 0, "fixed", 1, "dpmpp_2m_sde", 0]
+    ckpt, image, negative, inversion, source, latent = _common(wf, inversion_widgets=widgets)
+    target = wf.node("CLIPTextEncode", ["a close-up photo of a tiger"], col=2, row=6, title="Target prompt (the image as you want it)", clip=(ckpt, 1))
+    edit = wf.node("EditFriendlySampler", [FAST_TARGET_CFG, FAST_SKIP], col=3, row=0, size=(320, 150), title="Edit",
+                   model=(ckpt, 0), positive=(target, 0), negative=(negative, 0), noise_maps=(inversion, 0))
+    round_trip = wf.node("EditFriendlySampler", [SOURCE_CFG, 0], col=3, row=4, size=(320, 150), title="Round trip (same prompt and CFG, skip 0)",
+                         model=(ckpt, 0), positive=(source, 0), negative=(negative, 0), noise_maps=(inversion, 0))
+    decoded_edit = wf.node("VAEDecode", col=4, row=0, title="Decode edit", samples=(edit, 0), vae=(ckpt, 2), size=(220, 50))
+    decoded_round_trip = wf.node("VAEDecode", col=4, row=4, title="Decode round trip", samples=(round_trip, 0), vae=(ckpt, 2), size=(220, 50))
+    both = wf.node("ImageStitch", ["right", True, 0, "white"], col=5, row=0, title="Input | round trip", size=(320, 150),
+                   image1=(image, 0), image2=(decoded_round_trip, 0))
+    stitch = wf.node("ImageStitch", ["right", True, 0, "white"], col=5, row=4, title="Input | round trip | edit", size=(320, 150),
+                     image1=(both, 0), image2=(decoded_edit, 0))
+    wf.node("SaveImage", ["edit_friendly/fast_edit"], col=6, row=0, size=(600, 300), images=(stitch, 0))
+    wf.note(
+        f"## Fast edit: {FAST_STEPS} steps of DPM-Solver++(2M) SDE, step-parallel inversion\n\n"
+        f"`rule` dpmpp_2m_sde makes maps for a second-order sampler, so {FAST_STEPS} steps replace the paper's {STEPS}; "
+        "`parallel_steps` 0 puts as many inversion steps through the model in one batch as free memory allows (on a "
+        "GPU; on a CPU only small latents are batched).\n\n"
+        "The round trip (source prompt and CFG, skip 0) still gives the input back exactly: the sampler recognises the "
+        "inversion's prompts and CFG and replays its batches.\n\n"
+        f"Starting values for the edit: `skip` {FAST_SKIP} of {FAST_STEPS} and target `cfg` {FAST_TARGET_CFG:g}, a smaller "
+        f"skip share and a lower CFG than the {STEPS}-step ddpm examples (skip {SKIP}, cfg {TARGET_CFG:g}), because the "
+        "second-order term pushes an edit further. These come from a toy model's measurements (README, Benchmarks), not "
+        "from Stable Diffusion images: raise skip to keep more of the input, lower it if the edit does not take. For "
+        "the paper's quality use rule ddpm with 100 steps.",
+        col=2, row=9, title="What this shows", size=(400, 420),
+    )
+    return wf
+
+
 WORKFLOWS = {
     "text_guided_editing": text_editing,
     "exact_reconstruction": reconstruction,
@@ -402,10 +439,13 @@ WORKFLOWS = {
     "masked_edit": masked_edit,
     "batched_variations": variations,
     "noise_map_preview": noise_map_preview,
+    "fast_edit": fast_edit,
 }
 # Examples with end-to-end tests of their own (tests/test_server_power.py) rather than the generic run:
 # they need a file moved between runs, other nodes' skips scaled, or checks of their own.
-FEATURE_WORKFLOWS = ("save_noise_maps", "edit_from_saved_noise_maps", "sampler_custom_advanced", "masked_edit", "batched_variations", "noise_map_preview")
+FEATURE_WORKFLOWS = (
+    "save_noise_maps", "edit_from_saved_noise_maps", "sampler_custom_advanced", "masked_edit", "batched_variations", "noise_map_preview", "fast_edit",
+)
 
 
 def build_all() -> dict[str, dict]:
