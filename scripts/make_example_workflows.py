@@ -398,7 +398,7 @@ def fast_edit() -> Workflow:
     wf = Workflow("fast_edit")
     # Optional inputs after the seed: variations, rule, parallel_steps (0 = as many as memory allows).
     widgets = [FAST_STEPS, SOURCE_CFG, "ddim_uniform", 1.0, 0, "fixed", 1, "dpmpp_2m_sde", 0]
-    ckpt, image, negative, inversion, source, latent = _common(wf, inversion_widgets=widgets)
+    ckpt, image, negative, inversion, source, _ = _common(wf, inversion_widgets=widgets)
     target = wf.node("CLIPTextEncode", ["a close-up photo of a tiger"], col=2, row=6, title="Target prompt (the image as you want it)", clip=(ckpt, 1))
     edit = wf.node("EditFriendlySampler", [FAST_TARGET_CFG, FAST_SKIP], col=3, row=0, size=(320, 150), title="Edit",
                    model=(ckpt, 0), positive=(target, 0), negative=(negative, 0), noise_maps=(inversion, 0))
