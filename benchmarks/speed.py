@@ -284,8 +284,8 @@ def bench_parallel_inversion(setup, repeats, chunks):
 def bench_reconstruction(setup, rules):
     """Largest absolute difference between the input latent and its regeneration with the source prompt and CFG.
 
-    Step-parallel maps are replayed twice: through the inversion's batches (what the sampler node does
-    under the same prompts) and one step at a time (what a replay that does not see the prompts does).
+    Step-parallel maps are replayed twice: through the inversion's batches (what a replay under the same
+    prompts and CFG does) and one step at a time (what a replay under another kind of guider does).
     """
     for rule, steps in rules:
         sequential = setup.invert(steps=steps, rule=rule, parallel_steps=1)

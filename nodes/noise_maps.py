@@ -125,7 +125,8 @@ class NoiseMaps:
     """Step-parallel maps only: the step ranges [start, stop) the inversion put through the model together.
     A replay under the same conditioning evaluates the same batches again, so it rounds as the inversion did."""
     conditioning_digest: str | None = None
-    """Step-parallel maps only: a digest of the inversion's prompts and CFG, to recognise a replay under them."""
+    """Step-parallel maps only: a digest of the inversion guider's prompts and CFG (digest.guider_digest), to
+    recognise a replay under them."""
 
     def __post_init__(self):
         steps = self.maps.shape[0]

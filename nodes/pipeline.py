@@ -7,7 +7,6 @@ do for ComfyUI's built-in samplers. Every input is checked before the first mode
 
 from __future__ import annotations
 
-import hashlib
 import math
 
 import comfy.model_management
@@ -59,44 +58,15 @@ def cfg_guider(model, positive, negative, cfg: float) -> comfy.samplers.CFGGuide
     return guider
 
 
-def conditioning_digest(positive, negative, cfg: float) -> str | None:
-    """A digest of the prompts and CFG, to recognise a replay under the inversion's own; None when the
-    conditioning holds something that cannot be compared by value (a ControlNet, hooks): never a match."""
-    digest = hashlib.sha256(repr(float(cfg)).encode())
-    return digest.hexdigest() if _digest_value(digest, [positive, negative]) else None
-
-
-def _digest_value(digest, value) -> bool:
-    if isinstance(value, torch.Tensor):
-        tensor = value.detach().to("cpu").contiguous()
-        digest.update(f"tensor {tensor.dtype} {tuple(tensor.shape)}".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-        return True
-    if value is None or isinstance(value, (bool, int, float, str)):
-        digest.update(f"{type(value).__name__} {value!r}".encode())
-        return True
-    if isinstance(value, (list, tuple)):
-        digest.update(f"sequence {len(value)}".encode())
-        return all(_digest_value(digest, item) for item in value)
-    if isinstance(value, dict):
-        digest.update(f"dict {len(value)}".encode())
-        return all(_digest_value(digest, str(key)) and _digest_value(digest, value[key]) for key in sorted(value, key=str))
-    return False
-
-
-def edit_friendly_sampler(
-    noise_maps: NoiseMaps, mask: torch.Tensor | None = None, rule: str | None = None, batched_replay: bool = False
-) -> comfy.samplers.KSAMPLER:
+def edit_friendly_sampler(noise_maps: NoiseMaps, mask: torch.Tensor | None = None, rule: str | None = None) -> comfy.samplers.KSAMPLER:
     """A SAMPLER that replays `noise_maps` (inside `mask`, if given); give it a tail of `noise_maps.sigmas`.
 
     `rule`, when given, is checked against the rule the maps were made with (a mismatch is refused).
-    `batched_replay`: the guider has the inversion's conditioning and CFG, so step-parallel maps are
-    replayed through the inversion's batches (sampling.RecordedBatches).
     """
     if mask is not None:
         batch, _, height, width = noise_maps.latent_shape
         mask = fit_mask(mask, batch, height, width).unsqueeze(1)
-    options = {"noise_maps": noise_maps, "mask": mask, "batched_replay": batched_replay}
+    options = {"noise_maps": noise_maps, "mask": mask}
     if rule is not None:
         options["rule"] = rule
     return comfy.samplers.KSAMPLER(sample_edit_friendly, extra_options=options)
@@ -197,7 +167,7 @@ def invert(
         latent_rgb_factors=_as_tuple(getattr(latent_format, "latent_rgb_factors", None)),
         latent_rgb_bias=_as_tuple(getattr(latent_format, "latent_rgb_factors_bias", None)),
         batches=tuple(record["batches"]) if batched else None,
-        conditioning_digest=conditioning_digest(positive, negative, cfg) if batched else None,
+        conditioning_digest=record["conditioning_digest"] if batched else None,
     )
 
 
@@ -208,8 +178,7 @@ def regenerate(model, positive, negative, noise_maps: NoiseMaps, cfg: float, ski
     """
     check_maps_fit_model(noise_maps, model_fingerprint(model))
     skip = check_skip(skip, noise_maps)
-    same_conditioning = noise_maps.conditioning_digest is not None and conditioning_digest(positive, negative, cfg) == noise_maps.conditioning_digest
-    sampler = edit_friendly_sampler(noise_maps, mask, batched_replay=same_conditioning)
+    sampler = edit_friendly_sampler(noise_maps, mask)
     guider = cfg_guider(model, positive, negative, cfg)
     return run_guider(guider, sampler, noise_maps.sigmas[skip:], noise_maps.source_latent, noise_maps.seed)
 

@@ -14,6 +14,7 @@ import math
 import torch
 from tqdm.auto import trange
 
+from .digest import guider_digest
 from .noise_maps import SAMPLING_RULES, ModelFingerprint, NoiseMaps
 from .validation import EditFriendlyInputError, check_maps_fit_model
 
@@ -166,6 +167,10 @@ def _base_model(model):
     return model.inner_model.inner_model
 
 
+def _guider(model):
+    return getattr(model, "inner_model", None)
+
+
 def _timestep_gates(model, extra_args) -> list | None:
     """What decides, per step, which conditioning and ControlNets ComfyUI applies; None when steps must not share a batch.
 
@@ -229,8 +234,9 @@ def sample_edit_friendly_inversion(
     each other: `parallel_steps` of them go through the model in one batch (an int, or a callable
     (base_model, latent_shape, steps) -> int, called once the model is loaded). The first latent of each
     batch is re-derived from the previous map, the others are the drawn ones; `noisy_latents` records
-    the latents the model actually saw. With 1 every step runs alone and the sampler retraces the
-    inversion bit for bit. `rule` picks the step (noise_maps.SAMPLING_RULES); the maps are always the
+    the latents the model actually saw, and a batched run also records its guider's digest, so that a
+    replay under the same prompts and CFG can run the same batches. With 1 every step runs alone and the
+    sampler retraces the inversion bit for bit. `rule` picks the step (noise_maps.SAMPLING_RULES); the maps are always the
     first-order ones, and second-order rules also record the clean-latent estimates (`denoised`).
     """
     extra_args = {} if extra_args is None else extra_args
@@ -283,6 +289,7 @@ def sample_edit_friendly_inversion(
                 "maps": torch.stack(maps),
                 "denoised": torch.stack(denoised_record) if keep_history else None,
                 "batches": chunks,
+                "conditioning_digest": guider_digest(_guider(model)) if any(b - a > 1 for a, b in chunks) else None,
             }
         )
     return x
@@ -365,16 +372,16 @@ class RecordedBatches:
 
 @torch.no_grad()
 def sample_edit_friendly(
-    model, x, sigmas, extra_args=None, callback=None, disable=None, noise_maps=None, mask=None, rule=None, batched_replay=False
+    model, x, sigmas, extra_args=None, callback=None, disable=None, noise_maps=None, mask=None, rule=None
 ):
     """Edit-friendly sampling (Huberman-Spiegelglas et al. 2024, Eq. 5 with the extracted z_t), from x_skip.
 
     Replays the step rule the maps were made with; `rule`, when given, must be that rule. For a
     second-order rule the first replayed step is first order (there is no earlier estimate to use);
     the maps are first-order maps, so this restart is exact at any skip. A latent that comes within
-    rounding of the one the inversion recorded takes the recorded value (settle_on_recorded). With
-    `batched_replay` (the caller knows the conditioning is the inversion's), step-parallel maps are replayed
-    through the inversion's own batches while the path allows (RecordedBatches).
+    rounding of the one the inversion recorded takes the recorded value (settle_on_recorded). Under a
+    guider with the inversion's prompts and CFG (same digest), step-parallel maps are replayed through
+    the inversion's own batches while the path allows (RecordedBatches).
     """
     if noise_maps is None:
         raise ValueError("sample_edit_friendly needs noise_maps")
@@ -393,7 +400,10 @@ def sample_edit_friendly(
         source_clean = _base_model(model).process_latent_in(noise_maps.source_latent.to(x.device, x.dtype))
 
     x = recorded = noise_maps.start_latent(skip).to(x.device, x.dtype)
-    recorded_batches = RecordedBatches(model, noise_maps, extra_args) if batched_replay and noise_maps.batches else None
+    same_conditioning = noise_maps.batches and noise_maps.conditioning_digest is not None and (
+        guider_digest(_guider(model)) == noise_maps.conditioning_digest
+    )
+    recorded_batches = RecordedBatches(model, noise_maps, extra_args) if same_conditioning else None
     previous = None
     for i in trange(len(steps), disable=disable):
         # `recorded` is the inversion's latent for this step, fetched by the previous step (or the start latent).

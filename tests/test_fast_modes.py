@@ -7,11 +7,12 @@ import json
 
 import comfy.model_management
 import comfy.samplers
+import comfy_extras.nodes_custom_sampler as custom_sampler
 import pytest
 import tiny_models
 import torch
 from comfy_hooks import recorded_progress
-from edit_friendly_ddpm.nodes import comfy_nodes, pipeline, sampling, serialization, transforms
+from edit_friendly_ddpm.nodes import comfy_nodes, digest, pipeline, sampling, serialization, transforms
 from edit_friendly_ddpm.nodes.validation import EditFriendlyInputError
 from tiny_models import counting_model_calls
 
@@ -123,16 +124,45 @@ def test_changed_maps_and_loaded_files_keep_or_drop_the_batches(tmp_path):
 
 def test_conditioning_digest_tells_prompts_and_cfg_apart():
     tiny = tiny_models.sd15_eps(seed=0)
-    digest = pipeline.conditioning_digest(tiny.conditioning(1), tiny.conditioning(2), 3.5)
-    assert digest == pipeline.conditioning_digest(tiny.conditioning(1), tiny.conditioning(2), 3.5)
-    assert digest != pipeline.conditioning_digest(tiny.conditioning(2), tiny.conditioning(1), 3.5)
-    assert digest != pipeline.conditioning_digest(tiny.conditioning(1), tiny.conditioning(2), 4.0)
+
+    def digest_of(positive, negative, cfg):
+        return digest.guider_digest(pipeline.cfg_guider(tiny.patcher, positive, negative, cfg))
+
+    reference = digest_of(tiny.conditioning(1), tiny.conditioning(2), 3.5)
+    assert reference is not None and reference == digest_of(tiny.conditioning(1), tiny.conditioning(2), 3.5)  # ComfyUI's uuids aside
+    assert digest_of(tiny.conditioning(1), tiny.conditioning(2), 4) == digest_of(tiny.conditioning(1), tiny.conditioning(2), 4.0)
+    assert reference != digest_of(tiny.conditioning(2), tiny.conditioning(1), 3.5)
+    assert reference != digest_of(tiny.conditioning(1), tiny.conditioning(2), 4.0)
     strength = tiny.conditioning(1)
     strength[0][1] = dict(strength[0][1], strength=0.9)
-    assert digest != pipeline.conditioning_digest(strength, tiny.conditioning(2), 3.5)
+    assert reference != digest_of(strength, tiny.conditioning(2), 3.5)
     with_object = tiny.conditioning(1)
     with_object[0][1] = dict(with_object[0][1], control=object())
-    assert pipeline.conditioning_digest(with_object, tiny.conditioning(2), 3.5) is None
+    assert digest_of(with_object, tiny.conditioning(2), 3.5) is None
+    (node_guider,) = custom_sampler.CFGGuider.execute(tiny.patcher, tiny.conditioning(1), tiny.conditioning(2), 3.5).result
+    assert digest.guider_digest(node_guider) == reference  # the CFGGuider node's guider is the same kind
+    (dual,) = custom_sampler.DualCFGGuider.execute(tiny.patcher, tiny.conditioning(1), tiny.conditioning(1), tiny.conditioning(2), 3.5, 1.0, "regular").result
+    assert digest.guider_digest(dual) not in (None, reference)
+    assert digest.guider_digest(None) is None
+
+
+def test_custom_sampling_replays_step_parallel_maps_through_their_batches():
+    tiny = tiny_models.sd15_eps(seed=0)
+    latent, positive, negative = setup(tiny)
+    maps = pipeline.invert(tiny.patcher, positive, negative, latent, 10, 3.5, "karras", 1.0, 5, rule="dpmpp_2m_sde", parallel_steps=4)
+    patched, calls = counting_model_calls(tiny.patcher)
+
+    def custom(positive, cfg):
+        (guider,) = custom_sampler.CFGGuider.execute(patched, positive, negative, cfg).result
+        sampler, sigmas, start = comfy_nodes.EditFriendlySamplerCustom.execute(maps, 0).result
+        (noise,) = custom_sampler.DisableNoise.execute().result
+        return custom_sampler.SamplerCustomAdvanced.execute(noise, guider, sampler, sigmas, start).result[0]["samples"]
+
+    assert max_error(custom(tiny.conditioning(10), 3.5), latent["samples"]) <= 1e-6  # equal prompts, encoded anew
+    assert [shape[0] for shape, _ in calls] == [16, 16, 8]
+    calls.clear()
+    assert max_error(custom(tiny.conditioning(12), 3.5), latent["samples"]) > 1e-3
+    assert [shape[0] for shape, _ in calls] == [4] * maps.steps
 
 
 def test_settling_takes_the_recorded_latent_only_within_rounding():
