@@ -236,8 +236,9 @@ def sample_edit_friendly_inversion(
     batch is re-derived from the previous map, the others are the drawn ones; `noisy_latents` records
     the latents the model actually saw, and a batched run also records its guider's digest, so that a
     replay under the same prompts and CFG can run the same batches. With 1 every step runs alone and the
-    sampler retraces the inversion bit for bit. `rule` picks the step (noise_maps.SAMPLING_RULES); the maps are always the
-    first-order ones, and second-order rules also record the clean-latent estimates (`denoised`).
+    sampler retraces the inversion bit for bit. `rule` picks the step (noise_maps.SAMPLING_RULES); the
+    maps are always the first-order ones, and second-order rules also record the clean-latent estimates
+    (`denoised`).
     """
     extra_args = {} if extra_args is None else extra_args
     model_sampling = _base_model(model).model_sampling
@@ -400,7 +401,7 @@ def sample_edit_friendly(
         source_clean = _base_model(model).process_latent_in(noise_maps.source_latent.to(x.device, x.dtype))
 
     x = recorded = noise_maps.start_latent(skip).to(x.device, x.dtype)
-    same_conditioning = noise_maps.batches and noise_maps.conditioning_digest is not None and (
+    same_conditioning = noise_maps.batches is not None and noise_maps.conditioning_digest is not None and (
         guider_digest(_guider(model)) == noise_maps.conditioning_digest
     )
     recorded_batches = RecordedBatches(model, noise_maps, extra_args) if same_conditioning else None
