@@ -1,5 +1,5 @@
 """End-to-end runs of the feature examples (save/load of maps, SamplerCustomAdvanced, masked edits,
-batched variations, map previews) on the real ComfyUI server with the tiny models.
+batched variations, map previews, the fast edit) on the real ComfyUI server with the tiny models.
 
 Each example is converted from the shipped UI-format JSON through /object_info, shrunk to the tiny
 checkpoint and a few steps, and run through /prompt. Probe nodes (decoded input, saved latents) are
