@@ -167,7 +167,7 @@ def invert(
         latent_rgb_factors=_as_tuple(getattr(latent_format, "latent_rgb_factors", None)),
         latent_rgb_bias=_as_tuple(getattr(latent_format, "latent_rgb_factors_bias", None)),
         batches=tuple(record["batches"]) if batched else None,
-        conditioning_digest=record["conditioning_digest"] if batched else None,
+        conditioning_digest=record["conditioning_digest"],  # None unless batched
     )
 
 

@@ -69,6 +69,12 @@ def images_of(server, entry: dict, node_id: str, kind: str = "output") -> list[n
     return [read_png(folder / image.get("subfolder", "") / image["filename"]) for image in found]
 
 
+def saved_latent(server, entry: dict, node_id: str) -> torch.Tensor:
+    """The latent a SaveLatent node of the finished prompt `entry` wrote."""
+    (saved,) = entry["outputs"][node_id]["latents"]
+    return load_file(str(server.output_dir / saved["subfolder"] / saved["filename"]))["latent_tensor"].float()
+
+
 def run(server, object_info, prompt: dict) -> dict:
     assert validate(prompt, object_info) == []
     entry = server.run(prompt, timeout=180)
@@ -175,11 +181,7 @@ def test_masked_example_edits_only_inside_the_mask(server, object_info):
     add_probe(prompt, "921", "SaveLatent", samples=[encode, 0], filename_prefix="power/masked_input_latent")
     entry = run(server, object_info, prompt)
 
-    def latent(node_id):
-        (saved,) = entry["outputs"][node_id]["latents"]
-        return load_file(str(server.output_dir / saved["subfolder"] / saved["filename"]))["latent_tensor"].float()
-
-    edit_latent, input_latent = latent("920"), latent("921")
+    edit_latent, input_latent = saved_latent(server, entry, "920"), saved_latent(server, entry, "921")
     # The example's mask: a 256 px square at (128, 128) of 512 px, the centre half of each side.
     side = edit_latent.shape[-1]
     inside = torch.zeros(edit_latent.shape[-2:], dtype=torch.bool)
@@ -254,13 +256,10 @@ def test_fast_edit_example_round_trips_exactly_and_edits(server, object_info):
     add_probe(prompt, "922", "SaveLatent", samples=[edit_sampler, 0], filename_prefix="power/fast_edit")
     entry = run(server, object_info, prompt)
 
-    def latent(node_id):
-        (saved,) = entry["outputs"][node_id]["latents"]
-        return load_file(str(server.output_dir / saved["subfolder"] / saved["filename"]))["latent_tensor"].float()
-
     (stitched,) = images_of(server, entry, one(prompt, "SaveImage"))
     assert stitched.shape == (SIZE, 3 * SIZE, 3) and np.isfinite(stitched).all()
     # Step-parallel maps replayed under the inversion's prompts and CFG go through its batches again, so the
     # round trip is as exact as one step at a time (without that, up to about 1e-5 on the CPU).
-    assert (latent("920") - latent("921")).abs().max().item() <= 1e-6
-    assert (latent("922") - latent("921")).abs().mean().item() > 0.01, "the target prompt changed nothing"
+    round_trip, edit, source = (saved_latent(server, entry, node_id) for node_id in ("920", "922", "921"))
+    assert (round_trip - source).abs().max().item() <= 1e-6
+    assert (edit - source).abs().mean().item() > 0.01, "the target prompt changed nothing"
