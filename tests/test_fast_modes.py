@@ -14,7 +14,7 @@ import torch
 from comfy_hooks import recorded_progress
 from edit_friendly_ddpm.nodes import comfy_nodes, digest, pipeline, sampling, serialization, transforms
 from edit_friendly_ddpm.nodes.validation import EditFriendlyInputError
-from tiny_models import counting_model_calls
+from tiny_models import batch_dependent_rounding, counting_model_calls
 
 TOLERANCE = 1e-4
 FAMILIES = list(tiny_models.FAMILIES)
@@ -61,6 +61,18 @@ def test_step_parallel_inversion_reconstructs(tiny, rule, cfg):
         assert max_error(regenerated, latent["samples"]) <= 1e-6, f"skip {skip}"
         unbatched = pipeline.regenerate(tiny.patcher, positive, negative, maps.replace(batches=None), cfg, skip)
         assert max_error(unbatched, latent["samples"]) <= TOLERANCE, f"skip {skip}, one step at a time"
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_batched_replay_undoes_rounding_that_depends_on_the_batch_size(tiny, rule):
+    latent, positive, negative = setup(tiny)
+    wobbly = batch_dependent_rounding(tiny.patcher)  # float16-sized, as on a GPU: this CPU rounds alike in any batch
+    maps = pipeline.invert(wobbly, positive, negative, latent, 10, 3.5, "karras", 1.0, 3, rule=rule, parallel_steps=4)
+    for skip in (0, 5):
+        regenerated = pipeline.regenerate(wobbly, positive, negative, maps, 3.5, skip)
+        assert max_error(regenerated, latent["samples"]) <= 1e-6, f"skip {skip}"
+    one_step = pipeline.regenerate(wobbly, positive, negative, maps.replace(batches=None), 3.5, 0)
+    assert max_error(one_step, latent["samples"]) > 1e-4  # what the batched replay removes
 
 
 def test_same_prompt_replay_makes_the_inversions_batches_and_an_edit_one_step_calls():
