@@ -43,8 +43,9 @@ run)
         sdxl) job sdxl 300 --sizes sdxl --repeats 2 --parts passes parallel reconstruction ;;
         # Edit and KSamplerAdvanced in turn, six times: the edit ratio without drift between two blocks of runs.
         sdxl-edit) job sdxl-edit 150 --sizes sdxl --alternate-edit 6 ;;
-        # Step-parallel against the model calls alone at the same batch sizes (the ceiling of its speed-up).
-        parallel) job parallel 150 --sizes sd15 sdxl --repeats 2 --parts parallel --chunks 1 0 16 64 ;;
+        # Step-parallel against one step at a time, KSampler and the model calls alone at the same batch sizes (the
+        # ceiling of its speed-up).
+        parallel) job parallel 180 --sizes sd15 sdxl --repeats 2 --parts parallel --chunks 1 0 16 64 ;;
         # The reconstruction in float32 weights, for comparison with the tests' 1e-4 bar.
         sd15-fp32) job sd15-fp32 80 --sizes sd15 --dtype fp32 --parts reconstruction ;;
         # The float16 roundings a step-parallel replay has to undo (docs/math.md).

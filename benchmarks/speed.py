@@ -14,7 +14,7 @@ Prints wall-clock figures and ratios:
 - bytes held by the noise maps, and peak memory (process memory on a CPU, allocated GPU memory on a GPU)
   during inversion and plain sampling (part `passes`);
 - several variations (seeds) inverted in one batched run against one inversion per seed (`variations`);
-- step-parallel inversion (`parallel_steps`) against one step at a time (`parallel`);
+- step-parallel inversion (`parallel_steps`) against one step at a time and KSampler (`parallel`);
 - reconstruction error (inversion, then regeneration with the same prompt and CFG) for both step rules,
   one step at a time and step-parallel, in the model's dtype (`reconstruction`);
 - the two roundings a step-parallel replay has to undo (docs/math.md): drawn latents that mean + tau z
@@ -179,8 +179,9 @@ class Setup:
         self.positive, self.negative, self.target = tiny.conditioning(1), tiny.conditioning(2), tiny.conditioning(3)
         self.scheduler = "ddim_uniform" if steps >= 10 else "simple"
         self.on_gpu = comfy.model_management.get_torch_device().type != "cpu"
-        if self.on_gpu:  # load the model and its first kernels before anything is timed
-            baselines.ksampler(self.patcher, self.positive, self.negative, self.latent["samples"], 1, cfg, "simple", 0)
+        # Load the model (and on a GPU its first kernels) before anything is timed, so that no part's first
+        # figure carries the loading.
+        baselines.ksampler(self.patcher, self.positive, self.negative, self.latent["samples"], 1, cfg, "simple", 0)
 
     def ksampler(self, start_step=0, patcher=None):
         """KSampler, or KSamplerAdvanced from `start_step`, on this setup's model, input and prompts."""
@@ -245,20 +246,25 @@ def denoiser_calls_only(model, x, sigmas, extra_args=None, callback=None, disabl
 
 
 def bench_parallel_inversion(setup, repeats, chunks):
-    """Step-parallel inversion (parallel_steps; 0 = automatic) against one step at a time.
+    """Step-parallel inversion (parallel_steps; 0 = automatic) against one step at a time and against KSampler.
 
-    The settings take turns, one call each per round, so that a drift of the machine's speed touches all
-    alike. Also times the model calls alone at the same batch sizes: their speed-up is the ceiling for the inversion's.
+    The settings and KSampler take turns, one call each per round, so that a drift of the machine's speed
+    touches all alike. Also times the model calls alone at the same batch sizes: their speed-up is the
+    ceiling for the inversion's.
     """
     if setup.on_gpu:
         for chunk in chunks:
             setup.invert(parallel_steps=chunk)
     rounds = {chunk: [] for chunk in chunks}
+    ksampler_rounds = []
     for _ in range(repeats):
         for chunk in chunks:
             seconds, _ = timed(lambda chunk=chunk: setup.invert(parallel_steps=chunk), 1)
             rounds[chunk].append(seconds)
+        ksampler_rounds.append(timed(setup.ksampler, 1)[0])
     times = {chunk: statistics.median(seconds) for chunk, seconds in rounds.items()}
+    ksampler_time = statistics.median(ksampler_rounds)
+    print(f"KSampler (ddpm), same steps   {ksampler_time:8.3f} s", flush=True)
     chosen = pipeline.auto_parallel_steps(setup.patcher.model, tuple(setup.latent["samples"].shape), setup.steps)
     sigmas = comfy.samplers.calculate_sigmas(setup.patcher.get_model_object("model_sampling"), setup.scheduler, setup.steps)
     guider = pipeline.cfg_guider(setup.patcher, setup.positive, setup.negative, setup.cfg)
@@ -275,7 +281,7 @@ def bench_parallel_inversion(setup, repeats, chunks):
             calls_baseline = calls_time
         label = f"{chunk} (auto: {chosen})" if chunk == 0 else str(chunk)
         print(
-            f"parallel_steps {label:<12} {seconds:8.3f} s   speed-up {times[chunks[0]] / seconds:.2f}x"
+            f"parallel_steps {label:<12} {seconds:8.3f} s   speed-up {times[chunks[0]] / seconds:.2f}x, time / KSampler {seconds / ksampler_time:.2f}"
             f"   (model calls alone {calls_time:.3f} s, speed-up {calls_baseline / calls_time:.2f}x)",
             flush=True,
         )

@@ -24,7 +24,8 @@ MAX_PARALLEL_STEPS = 64
 """Most inversion steps put through the model in one batch (also the cap of the automatic choice)."""
 CPU_PARALLEL_STEPS = 4
 """Cap of the automatic choice on a CPU: the tiny 16x16 model ran 1.60x faster with 4 steps per batch but 0.93x
-with 8 (benchmarks/speed.py --sizes tiny --parts parallel --repeats 9)."""
+with 8 (benchmarks/speed.py --sizes tiny --parts parallel --repeats 9); later runs gave 1.13-1.30x with 4 and
+1.18-1.34x with 8, so 8 showed no gain over 4 either."""
 GPU_PARALLEL_PIXELS = 2**18
 """Most latent pixels (batch x height x width, all steps together) in one automatic batch on a GPU: 64 steps of
 SD1.5 at 512x512, 16 of SDXL at 1024x1024. On an H200 (float16) SDXL gained nothing past 16 steps per batch (two
