@@ -151,7 +151,6 @@ def invert(
     )
     run_guider(cfg_guider(model, positive, negative, cfg), sampler, sigmas, samples, seed)
     record = sink[0]
-    batched = any(stop - start > 1 for start, stop in record["batches"])
     return NoiseMaps(
         sigmas=record["sigmas"],
         scales=record["scales"],
@@ -167,8 +166,8 @@ def invert(
         variations=variations,
         latent_rgb_factors=_as_tuple(getattr(latent_format, "latent_rgb_factors", None)),
         latent_rgb_bias=_as_tuple(getattr(latent_format, "latent_rgb_factors_bias", None)),
-        batches=tuple(record["batches"]) if batched else None,
-        conditioning_digest=record["conditioning_digest"],  # None unless batched
+        batches=record["batches"],  # None unless some steps shared a batch
+        conditioning_digest=record["conditioning_digest"],
     )
 
 

@@ -234,11 +234,11 @@ def sample_edit_friendly_inversion(
     each other: `parallel_steps` of them go through the model in one batch (an int, or a callable
     (base_model, latent_shape, steps) -> int, called once the model is loaded). The first latent of each
     batch is re-derived from the previous map, the others are the drawn ones; `noisy_latents` records
-    the latents the model actually saw, and a batched run also records its guider's digest, so that a
-    replay under the same prompts and CFG can run the same batches. With 1 every step runs alone and the
-    sampler retraces the inversion bit for bit. `rule` picks the step (noise_maps.SAMPLING_RULES); the
-    maps are always the first-order ones, and second-order rules also record the clean-latent estimates
-    (`denoised`).
+    the latents the model actually saw, and a batched run also records its batches and its guider's
+    digest, so that a replay under the same prompts and CFG can run the same batches. With 1 every step
+    runs alone and the sampler retraces the inversion bit for bit. `rule` picks the step
+    (noise_maps.SAMPLING_RULES); the maps are always the first-order ones, and second-order rules also
+    record the clean-latent estimates (`denoised`).
     """
     extra_args = {} if extra_args is None else extra_args
     model_sampling = _base_model(model).model_sampling
@@ -282,6 +282,7 @@ def sample_edit_friendly_inversion(
     progress.close()
 
     if sink is not None:
+        batched = any(stop - start > 1 for start, stop in chunks)
         sink.append(
             {
                 "sigmas": sigmas_cpu,
@@ -289,8 +290,8 @@ def sample_edit_friendly_inversion(
                 "noisy_latents": torch.stack(noisy_latents),
                 "maps": torch.stack(maps),
                 "denoised": torch.stack(denoised_record) if keep_history else None,
-                "batches": chunks,
-                "conditioning_digest": guider_digest(_guider(model)) if any(b - a > 1 for a, b in chunks) else None,
+                "batches": tuple(chunks) if batched else None,
+                "conditioning_digest": guider_digest(_guider(model)) if batched else None,
             }
         )
     return x
