@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 
 import comfy.samplers
-from comfy_api.latest import ComfyExtension, io
+from comfy_api.latest import ComfyExtension, io, ui
 from typing_extensions import override
 
 from . import files, inspection, pipeline
@@ -161,7 +161,8 @@ class EditFriendlySamplerCustom(io.ComfyNode):
         check_maps(noise_maps)
         skip = check_skip(skip, noise_maps)
         sampler = pipeline.edit_friendly_sampler(noise_maps, mask)
-        return io.NodeOutput(sampler, noise_maps.sigmas[skip:].clone(), {"samples": noise_maps.source_latent})
+        # A copy: a node downstream that changed the latent in place would otherwise change the cached maps.
+        return io.NodeOutput(sampler, noise_maps.sigmas[skip:].clone(), {"samples": noise_maps.source_latent.clone()})
 
 
 class EditFriendlyNoiseMapTransform(io.ComfyNode):
@@ -187,7 +188,7 @@ class EditFriendlyNoiseMapTransform(io.ComfyNode):
                 io.Int.Input("fill_seed", default=0, min=0, max=SEED_MAX, tooltip="Seed of the fresh noise for the noise fill."),
                 io.String.Input("color", default="#ff0000", tooltip="Target colour as #RRGGBB; turned into a latent direction with the model's preview colours."),
                 io.Float.Input("color_strength", default=0.0, min=0.0, max=10.0, step=0.05, tooltip="How far to move the masked region towards the colour; 0 = no colour change, 1 = about all the way."),
-                io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01, tooltip="First step, as a share of the schedule, whose map gets the colour offset (0 = the noisiest)."),
+                io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01, tooltip="First step, as a share of the schedule, whose map gets the colour offset (0 = the noisiest). Maps before the sampler's skip are not replayed: set this to at least skip / steps to keep color_strength's scale."),
                 io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01, tooltip="Step, as a share of the schedule, where the colour offset stops (1 = the end)."),
                 io.Mask.Input("mask", optional=True, tooltip="Where the colour applies (1 = recolour); resized to the latent if its aspect ratio matches. Whole image if not connected."),
             ],
@@ -206,7 +207,10 @@ class EditFriendlyNoiseMapTransform(io.ComfyNode):
         batch, _, height, width = noise_maps.latent_shape
         if mask is not None:
             mask = fit_mask(mask, batch, height, width)
-        result = colour_noise_maps(noise_maps, colour, color_strength, mask, start_percent, end_percent)
+        try:
+            result = colour_noise_maps(noise_maps, colour, color_strength, mask, start_percent, end_percent)
+        except ValueError as error:
+            raise EditFriendlyInputError(str(error)) from None
         result = shift_noise_maps(result, dx, dy, fill, fill_seed)
         return io.NodeOutput(result)
 
@@ -274,6 +278,8 @@ class EditFriendlyLoadNoiseMaps(io.ComfyNode):
 class EditFriendlyNoiseMapPreview(io.ComfyNode):
     """Shows what the noise maps look like: chosen steps as pictures, and per-step statistics as a plot.
 
+    Both pictures are shown on the node and given as IMAGE outputs.
+
     Edit-friendly maps are not white noise: their std departs from 1 and neighbouring steps
     correlate, because they carry the image's structure (the paper's analysis). Each tile is one
     step's map through the model's preview colours, captioned with its std and its correlation with
@@ -287,6 +293,7 @@ class EditFriendlyNoiseMapPreview(io.ComfyNode):
             display_name="Noise Map Preview",
             category=CATEGORY,
             description=_description(cls),
+            is_output_node=True,
             inputs=[
                 NoiseMapsSocket.Input("noise_maps", tooltip=NOISE_MAPS_TOOLTIP),
                 io.Int.Input("count", default=8, min=1, max=64, tooltip="How many steps to show, spread evenly from the noisiest to the residual."),
@@ -305,7 +312,8 @@ class EditFriendlyNoiseMapPreview(io.ComfyNode):
             raise EditFriendlyInputError(f"batch_index {batch_index} is outside the maps' batch of {noise_maps.batch_size}.")
         grid = inspection.render_map_grid(noise_maps, count, batch_index)
         plot = inspection.render_statistics_plot(noise_maps, batch_index)
-        return io.NodeOutput(grid, plot)
+        shown = ui.PreviewImage(grid, cls=cls).values + ui.PreviewImage(plot, cls=cls).values
+        return io.NodeOutput(grid, plot, ui=ui.SavedImages(shown))
 
 
 NODES = [

@@ -5,6 +5,7 @@ No path may leave those folders: names are resolved and checked against the fold
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import folder_paths
@@ -19,12 +20,18 @@ SUBFOLDER = "noise_maps"
 
 def _inside(folder: str, path: str) -> bool:
     folder, path = os.path.realpath(folder), os.path.realpath(path)
-    return os.path.commonpath((folder, path)) == folder
+    try:
+        return os.path.commonpath((folder, path)) == folder
+    except ValueError:  # on Windows, a link to another drive
+        return False
 
 
 def save_to_output(noise_maps: NoiseMaps, filename_prefix: str) -> str:
     """Save to a new numbered file under the output folder; returns its path relative to that folder."""
     output_dir = folder_paths.get_output_directory()
+    name = os.path.basename(os.path.normpath(filename_prefix)) if filename_prefix.strip() else ""
+    if not name or name.startswith("."):
+        raise EditFriendlyInputError(f"filename_prefix {filename_prefix!r} needs a file name that does not start with '.', such as noise_maps/ef.")
     try:
         folder, name, counter, _, _ = folder_paths.get_save_image_path(filename_prefix, output_dir)
     except Exception as error:  # ComfyUI raises a bare Exception for a prefix that leaves the output folder
@@ -49,8 +56,8 @@ def input_files() -> list[str]:
     for sub in ("", SUBFOLDER):
         folder = os.path.join(input_dir, sub)
         if os.path.isdir(folder):
-            found += [os.path.join(sub, f) if sub else f for f in os.listdir(folder) if f.endswith(SUFFIX) and os.path.isfile(os.path.join(folder, f))]
-    return sorted(found)
+            found += [os.path.join(sub, f) if sub else f for f in os.listdir(folder) if f.endswith(SUFFIX) and not f.startswith(".")]
+    return sorted(name for name in found if input_file_problem(name) is None)  # only files that can be opened
 
 
 def _resolve(name: str) -> str:
@@ -80,9 +87,12 @@ def load_from_input(name: str) -> NoiseMaps:
 
 
 def content_fingerprint(name: str):
-    """Changes when the file does, so ComfyUI reloads it instead of reusing a cached result."""
+    """A hash of the file's bytes, so ComfyUI reloads a changed file even when its size and time stayed."""
+    digest = hashlib.sha256()
     try:
-        stat = os.stat(_resolve(name))
+        with open(_resolve(name), "rb") as file:
+            while chunk := file.read(1 << 20):
+                digest.update(chunk)
     except (OSError, EditFriendlyInputError):
         return name
-    return f"{name}:{stat.st_size}:{stat.st_mtime_ns}"
+    return f"{name}:{digest.hexdigest()}"

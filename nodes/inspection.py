@@ -25,6 +25,8 @@ def map_statistics(noise_maps: NoiseMaps, batch_index: int = 0) -> tuple[torch.T
     White noise would give std 1 and correlation 0; edit-friendly maps depart from both.
     """
     flat = noise_maps.maps[:-1, batch_index].flatten(1).double()
+    if flat.shape[0] == 0:  # a one-step inversion: only the residual
+        return flat.new_zeros(0), flat.new_zeros(0)
     std = flat.std(dim=1)
     centred = flat - flat.mean(dim=1, keepdim=True)
     a, b = centred[:-1], centred[1:]
@@ -84,7 +86,7 @@ def render_statistics_plot(noise_maps: NoiseMaps, batch_index: int = 0) -> torch
     margin = 44
     canvas = Image.new("RGB", PLOT_SIZE, (250, 250, 250))
     draw = ImageDraw.Draw(canvas)
-    top = max(1.5, float(std.max()) * 1.1)
+    top = max(1.5, float(std.max()) * 1.1) if len(std) else 1.5  # a one-step inversion has only the residual
     bottom = min(-1.0, float(correlation.min()) * 1.1) if len(correlation) else -1.0
     steps = max(len(std) - 1, 1)
 

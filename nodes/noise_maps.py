@@ -105,7 +105,7 @@ class NoiseMaps:
     scales: torch.Tensor
     """(a_i, b_i) per sigma, shape [N + 1, 2], float64: x_i = a_i * x0 + b_i * noise for this model family."""
     source_latent: torch.Tensor
-    """The input LATENT's samples as given (before process_latent_in), shape [B, C, H, W]."""
+    """The input LATENT's samples (before process_latent_in) in float32, shape [B, C, H, W]."""
     eta: float
     seed: int
     """Seed of the first variation; variation k was drawn with seed + k."""

@@ -97,6 +97,22 @@ def auto_parallel_steps(base_model, latent_shape: tuple, steps: int) -> int:
     return chunk
 
 
+def check_memory_for_maps(samples: torch.Tensor, steps: int, rule: str, store) -> None:
+    """Refuse, before any model call, maps that would not fit in the free memory of the device that keeps them."""
+    records = 3 if rule == "dpmpp_2m_sde" else 2  # noisy latents and maps, and the clean-latent estimates
+    needed = records * steps * samples.numel() * samples.element_size()
+    free = comfy.model_management.get_free_memory(store)
+    if needed > free:
+        raise EditFriendlyInputError(
+            f"The noise maps would need {_size(needed)} ({steps} steps x {samples.shape[0]} latents of "
+            f"{tuple(samples.shape[1:])}), but only {_size(free)} is free; use fewer steps or variations, or a smaller image."
+        )
+
+
+def _size(nbytes: float) -> str:
+    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.0f} MiB"
+
+
 def run_guider(guider, sampler, sigmas: torch.Tensor, latent: torch.Tensor, seed: int) -> torch.Tensor:
     """One pass of `sampler` over `sigmas` with ComfyUI's progress, previews and interrupt."""
     comfy.model_management.throw_exception_if_processing_interrupted()
@@ -133,14 +149,16 @@ def invert(
     eta = check_eta(eta)
     if not 1 <= variations <= MAX_VARIATIONS:
         raise EditFriendlyInputError(f"variations must be between 1 and {MAX_VARIATIONS}; got {variations}.")
-    samples = samples.repeat(variations, 1, 1, 1)
+    # float32 whatever the given latent's precision (as KSampler's noise makes it): half would round the maps.
+    samples = samples.float().repeat(variations, 1, 1, 1)
     seeds = [(seed + k) % 2**64 for k in range(variations)]
     if scheduler not in comfy.samplers.SCHEDULER_NAMES:
         raise ValueError(f"Unknown scheduler {scheduler!r}; choose one of {comfy.samplers.SCHEDULER_NAMES}.")
     sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), scheduler, steps)
     sigmas = check_sigmas(sigmas.float().cpu(), scheduler)
-
     store = comfy.model_management.intermediate_device()
+    check_memory_for_maps(samples, sigmas.shape[0] - 1, rule, store)
+
     sink = []
     sampler = comfy.samplers.KSAMPLER(
         sample_edit_friendly_inversion,

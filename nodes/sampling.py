@@ -171,15 +171,27 @@ def _guider(model):
     return getattr(model, "inner_model", None)
 
 
+STEP_SENSITIVE_OPTIONS = ("sampler_cfg_function", "sampler_pre_cfg_function", "sampler_post_cfg_function")
+"""model_options entries that may look at one sigma per call or keep state between calls (APG's momentum,
+SkipLayerGuidance's sigma[0]); with any of them, or a transformer patch (Deep Shrink reads sigmas[0]), steps run alone."""
+
+
 def _timestep_gates(model, extra_args) -> list | None:
     """What decides, per step, which conditioning and ControlNets ComfyUI applies; None when steps must not share a batch.
 
     ComfyUI decides timestep ranges (ConditioningSetTimestepRange, ControlNet start/end) from the first
     sample's sigma only (`get_area_and_mult`, `ControlBase.get_control`), so a batch of several steps
-    must not straddle a range boundary. Hook keyframes and inpainting masks (denoise_mask) depend on the
-    sigma in ways not read here: with either, every step runs alone.
+    must not straddle a range boundary. Hook keyframes, inpainting masks (denoise_mask) and model patches
+    (STEP_SENSITIVE_OPTIONS, transformer patches) depend on the sigma or on the call order in ways not
+    read here: with any of them, every step runs alone.
     """
     if extra_args.get("denoise_mask") is not None:
+        return None
+    model_options = extra_args.get("model_options") or {}
+    transformer_options = model_options.get("transformer_options") or {}
+    if any(model_options.get(name) for name in STEP_SENSITIVE_OPTIONS) or any(
+        transformer_options.get(name) for name in ("patches", "patches_replace")
+    ):
         return None
     gates = []
     conds = getattr(getattr(model, "inner_model", None), "conds", None) or {}
@@ -255,7 +267,9 @@ def sample_edit_friendly_inversion(
 
     noisy_targets = draw_noisy_latents(x0, scales, seed)
     x = next(noisy_targets)
-    noisy_latents, maps, denoised_record = [], [], []
+    # Filled step by step rather than stacked at the end, which would hold every record twice.
+    noisy_latents, maps = (torch.empty((len(steps), *x.shape), dtype=x.dtype, device=store_device) for _ in range(2))
+    denoised_record = torch.empty_like(maps) if keep_history else None
     progress = trange(len(steps), disable=disable)
     for start, stop in chunks:
         inputs = [x] + [next(noisy_targets) for _ in range(start + 1, stop)]
@@ -263,9 +277,9 @@ def sample_edit_friendly_inversion(
         outputs = model(torch.cat(inputs), step_sigmas, **extra_args).split(batch)
         for offset, (x_i, denoised) in enumerate(zip(inputs, outputs)):
             i = start + offset
-            noisy_latents.append(x_i.to(store_device))
+            noisy_latents[i] = x_i
             if keep_history:
-                denoised_record.append(denoised.to(store_device))
+                denoised_record[i] = denoised
             if callback is not None:
                 callback({"x": x_i, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
             mean = posterior_mean(x_i, denoised, steps[i])
@@ -274,7 +288,7 @@ def sample_edit_friendly_inversion(
             else:
                 target = x0 if steps[i].is_last else next(noisy_targets)
             noise_map = (target - mean) / steps[i].noise_scale
-            maps.append(noise_map.to(store_device))
+            maps[i] = noise_map
             # Re-derive x from the map instead of taking the target, so that regeneration, which only
             # has the map, rounds exactly as the inversion did (used as the next model input when a batch ends).
             x = add_map(mean, noise_map, steps[i])
@@ -287,9 +301,9 @@ def sample_edit_friendly_inversion(
             {
                 "sigmas": sigmas_cpu,
                 "scales": scales,
-                "noisy_latents": torch.stack(noisy_latents),
-                "maps": torch.stack(maps),
-                "denoised": torch.stack(denoised_record) if keep_history else None,
+                "noisy_latents": noisy_latents,
+                "maps": maps,
+                "denoised": denoised_record,
                 "batches": tuple(chunks) if batched else None,
                 "conditioning_digest": guider_digest(_guider(model)) if batched else None,
             }
@@ -365,7 +379,8 @@ class RecordedBatches:
             return None
         if step not in self.estimates:
             batch = x.shape[0]
-            inputs = self.noise_maps.noisy_latents[start:stop].to(x.device, x.dtype).flatten(0, 1)
+            # A copy, so that nothing downstream can change the cached maps' latents through it.
+            inputs = self.noise_maps.noisy_latents[start:stop].to(x.device, x.dtype, copy=True).flatten(0, 1)
             step_sigmas = self.noise_maps.sigmas[start:stop].to(x.device).repeat_interleave(batch)
             outputs = self.model(inputs, step_sigmas, **self.extra_args).split(batch)
             self.estimates = {start + offset: output for offset, output in enumerate(outputs)}
@@ -383,7 +398,9 @@ def sample_edit_friendly(
     the maps are first-order maps, so this restart is exact at any skip. A latent that comes within
     rounding of the one the inversion recorded takes the recorded value (settle_on_recorded). Under a
     guider with the inversion's prompts and CFG (same digest), step-parallel maps are replayed through
-    the inversion's own batches while the path allows (RecordedBatches).
+    the inversion's own batches while the path allows (RecordedBatches). A LATENT's noise mask (Set Latent
+    Noise Mask, through SamplerCustomAdvanced) acts as `mask`, with ComfyUI's denoise_mask_function (such as
+    Differential Diffusion) applied to it at every step.
     """
     if noise_maps is None:
         raise ValueError("sample_edit_friendly needs noise_maps")
@@ -393,15 +410,24 @@ def sample_edit_friendly(
     skip = replay_offset(noise_maps, sigmas)
     steps = rule_steps(noise_maps.rule, noise_maps.scales, noise_maps.eta)[skip:]
     keep_history = rule_keeps_history(noise_maps.rule)
+    # ComfyUI's inpainting would feed the model another latent outside the mask, off the maps' path; blending
+    # with the source's own trajectory below gives what it asks for and keeps the replay exact.
+    latent_mask = extra_args.get("denoise_mask")
+    if latent_mask is not None:
+        extra_args = {**extra_args, "denoise_mask": None}
+        mask_function = (extra_args.get("model_options") or {}).get("denoise_mask_function")
+    # The maps' precision, whatever the given latent's: a half-precision latent must not round the replay.
+    device, dtype = x.device, noise_maps.maps.dtype
     # The stored sigmas, not the given ones: they may differ by rounding, and exactness needs the same model inputs.
-    sigmas = noise_maps.sigmas[skip:].to(x.device)
-    s_in = x.new_ones([x.shape[0]])
-    if mask is not None:
+    sigmas = noise_maps.sigmas[skip:].to(device)
+    s_in = torch.ones([x.shape[0]], device=device)
+    if mask is not None or latent_mask is not None:
         # Outside the mask the output follows the source's own trajectory, which ends at the source latent.
-        mask = mask.to(x.device, x.dtype)
-        source_clean = _base_model(model).process_latent_in(noise_maps.source_latent.to(x.device, x.dtype))
+        mask = None if mask is None else mask.to(device, dtype)
+        source_clean = _base_model(model).process_latent_in(noise_maps.source_latent.to(device, dtype))
 
-    x = recorded = noise_maps.start_latent(skip).to(x.device, x.dtype)
+    # A copy, so that nothing downstream can change the cached maps' start latent through it.
+    x = recorded = noise_maps.start_latent(skip).to(device, dtype, copy=True)
     same_conditioning = noise_maps.batches is not None and noise_maps.conditioning_digest is not None and (
         guider_digest(_guider(model)) == noise_maps.conditioning_digest
     )
@@ -424,8 +450,14 @@ def sample_edit_friendly(
         if not steps[i].is_last:
             recorded = noise_maps.noisy_latents[skip + i + 1].to(x.device, x.dtype)
             x = settle_on_recorded(x, recorded, mean)
-        if mask is not None:
-            x = torch.lerp(source_clean if steps[i].is_last else recorded, x, mask)
+        step_mask = mask
+        if latent_mask is not None:
+            step_mask = latent_mask if mask_function is None else mask_function(
+                sigmas[i] * s_in, latent_mask, extra_options={"model": _guider(model), "sigmas": sigmas}
+            )
+            step_mask = step_mask.to(dtype) if mask is None else step_mask.to(dtype) * mask
+        if step_mask is not None:
+            x = torch.lerp(source_clean if steps[i].is_last else recorded, x, step_mask)
     return x
 
 

@@ -182,6 +182,22 @@ def _parse_metadata(path: str, metadata: dict) -> dict:
     return values
 
 
+def _check_channels(path: str, values: dict, channels: int) -> None:
+    """The fingerprint and the preview colours (C rows of RGB, 3 biases) must fit the maps' C channels."""
+    if values["fingerprint"].latent_channels != channels:
+        raise _refuse(path, f"its fingerprint names {values['fingerprint'].latent_channels} latent channels, but its maps have {channels}.")
+    factors, bias = values["latent_rgb_factors"], values["latent_rgb_bias"]
+    rows_fit = factors is None or (
+        isinstance(factors, tuple) and len(factors) == channels and all(_is_rgb(row) for row in factors)
+    )
+    if not rows_fit or not (bias is None or _is_rgb(bias)):
+        raise _refuse(path, f"its preview colours (latent_rgb_factors, latent_rgb_bias) do not fit {channels} latent channels.")
+
+
+def _is_rgb(value) -> bool:
+    return isinstance(value, tuple) and len(value) == 3 and all(isinstance(v, float) for v in value)
+
+
 def _tuple_tree(value):
     if value is None:
         return None
@@ -204,6 +220,7 @@ def load(path: str, device="cpu") -> NoiseMaps:
     for name, tensor in tensors.items():
         if not torch.isfinite(tensor).all():
             raise _refuse(path, f"the tensor '{name}' holds NaN or infinite values.")
+    _check_channels(path, values, tensors["maps"].shape[2])
     sigmas = tensors["sigmas"]
     if float(sigmas[-1]) != 0.0 or not bool((sigmas[1:] < sigmas[:-1]).all()):
         raise _refuse(path, "its schedule does not decrease to 0.")

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from .noise_maps import NoiseMaps
-from .sampling import ddpm_steps
+from .sampling import rule_steps
 
 FILL_MODES = ("noise", "reflect", "wrap")
 """How the band a shift uncovers is filled: fresh seeded noise, a mirror of the edge, or the opposite edge."""
@@ -127,7 +127,8 @@ def colour_noise_maps(
     The offset is the latent direction of `colour` (from the model's preview factors), spread over
     the chosen steps in proportion to their noise scale, so that strength 1 moves the masked mean
     colour to the target for a denoiser that carries offsets through. `mask` is [B or 1, H, W] at
-    latent resolution, 1 where the colour applies.
+    latent resolution, 1 where the colour applies. Maps before the sampler's skip are not replayed, so
+    with skip k that scale holds when the range starts at step k or later.
     """
     if noise_maps.latent_rgb_factors is None:
         raise ValueError(
@@ -145,12 +146,15 @@ def colour_noise_maps(
     reference = noise_maps.noisy_latents[-1]  # x at the smallest sigma: the image, nearly clean
     direction = colour_direction(reference, colour, factors, bias, mask.expand(batch, 1, height, width))
 
-    steps = ddpm_steps(noise_maps.scales, noise_maps.eta)
+    steps = rule_steps(noise_maps.rule, noise_maps.scales, noise_maps.eta)  # the scales the replay multiplies the maps by
     first = int(round(start_percent * noise_maps.steps))
     last = min(int(round(end_percent * noise_maps.steps)), noise_maps.steps - 1)  # never the final residual
     chosen = [i for i in range(first, last)]
     if not chosen:
-        return noise_maps
+        raise ValueError(
+            f"start_percent {start_percent:g} to end_percent {end_percent:g} holds no step of these {noise_maps.steps}-step maps "
+            "(the last map, the residual, is never coloured): widen the range, or set color_strength to 0."
+        )
     total_scale = sum(steps[i].noise_scale for i in chosen)
     maps = noise_maps.maps.clone()
     for i in chosen:

@@ -57,12 +57,12 @@ def check_sigmas(sigmas: torch.Tensor, scheduler: str) -> torch.Tensor:
             f"The {scheduler} scheduler does not end at sigma 0 for this model, so the image could not be "
             "reconstructed exactly. Choose another scheduler (ddim_uniform, simple, normal, ...)."
         )
+    if not torch.isfinite(sigmas).all():
+        raise EditFriendlyInputError(f"The {scheduler} scheduler gave non-finite sigmas at this step count; use more steps or another scheduler.")
     if not bool((sigmas[1:] < sigmas[:-1]).all()):
         raise EditFriendlyInputError(
             f"The {scheduler} scheduler repeats a sigma at this step count; use fewer steps or another scheduler."
         )
-    if not torch.isfinite(sigmas).all():
-        raise EditFriendlyInputError(f"The {scheduler} scheduler gave non-finite sigmas.")
     return sigmas
 
 

@@ -1,5 +1,6 @@
 """Every bad input gets a clear error before any model call, and no input is ever modified."""
 
+import comfy.model_management
 import comfy.samplers
 import comfy_extras.nodes_model_advanced as model_advanced
 import pytest
@@ -62,11 +63,19 @@ def test_eta_out_of_range_is_refused(eps, eta):
         ([14.6, 3.0, 0.03], "does not end at sigma 0"),
         ([0.0], "gave no steps"),
         ([float("inf"), 1.0, 0.0], "non-finite"),
+        ([float("nan"), 0.0], "non-finite"),  # kl_optimal at 1 step; NaN also fails the "decreasing" test
     ],
 )
 def test_unusable_schedules_are_refused(sigmas, words):
     with pytest.raises(EditFriendlyInputError, match=words):
         check_sigmas(torch.tensor(sigmas), "test")
+
+
+def test_maps_larger_than_the_free_memory_are_refused(eps, monkeypatch):
+    monkeypatch.setattr(comfy.model_management, "get_free_memory", lambda *args, **kwargs: 4 * 2**20)
+    # 400 steps x (2 x 4 x 64 x 64 float32 = 128 KiB) x 2 records = 100 MiB
+    words = invert_with(eps[0], torch.randn(2, 4, 64, 64), steps=400, scheduler="simple")
+    assert "need 100 MiB" in words and "only 4 MiB is free" in words and "fewer steps or variations" in words
 
 
 def test_the_largest_step_count_still_gives_a_valid_schedule(eps):

@@ -274,6 +274,23 @@ def test_noise_maps_socket_and_link_colour(page):
     page.evaluate("() => app.extensionManager.setting.set('Comfy.ColorPalette', 'dark')")
 
 
+def test_new_inversion_seed_is_fixed_but_a_saved_choice_is_kept(page):
+    _build_chain(page)
+    control = "() => efTest.inversion.widgets.find((w) => w.name === 'control_after_generate').value"
+    assert page.evaluate(control) == "fixed"
+    assert page.evaluate("() => efTest.sampler.widgets.some((w) => w.name === 'control_after_generate')") is False
+    # A workflow saved with another choice loads with that choice.
+    page.evaluate(
+        """async () => {
+            efTest.inversion.widgets.find((w) => w.name === 'control_after_generate').value = 'increment';
+            const saved = app.graph.serialize();
+            await app.loadGraphData(saved);
+            efTest.inversion = app.graph.nodes.find((node) => node.type === 'EditFriendlyDDPMInversion');
+        }"""
+    )
+    assert page.evaluate(control) == "increment"
+
+
 def _skip_state(page):
     return page.evaluate(
         """() => { const skip = efTest.sampler.widgets.find((w) => w.name === 'skip');

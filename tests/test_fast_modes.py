@@ -177,6 +177,47 @@ def test_custom_sampling_replays_step_parallel_maps_through_their_batches():
     assert [shape[0] for shape, _ in calls] == [4] * maps.steps
 
 
+def test_a_latent_noise_mask_replays_step_parallel_maps_exactly():
+    # Set Latent Noise Mask on the Custom Sampling node's LATENT: a batch of 2 replayed through batches of 4 steps.
+    import nodes as comfy_builtin_nodes  # ComfyUI's own nodes.py
+
+    tiny = tiny_models.sd15_eps(seed=0)
+    latent, positive, negative = setup(tiny)
+    maps = pipeline.invert(tiny.patcher, positive, negative, latent, 10, 3.5, "karras", 1.0, 5, parallel_steps=4)
+    mask = torch.zeros(1, 8, 12)
+    mask[:, :, :6] = 1.0
+    sampler, sigmas, start = comfy_nodes.EditFriendlySamplerCustom.execute(maps, 0).result
+    (masked,) = comfy_builtin_nodes.SetLatentNoiseMask().set_mask(start, mask)
+    (noise,) = custom_sampler.DisableNoise.execute().result
+
+    def custom(positive, cfg):
+        (guider,) = custom_sampler.CFGGuider.execute(tiny.patcher, positive, negative, cfg).result
+        return custom_sampler.SamplerCustomAdvanced.execute(noise, guider, sampler, sigmas, masked).result[0]["samples"]
+
+    assert max_error(custom(positive, 3.5), latent["samples"]) <= 1e-6
+    edited = custom(tiny.conditioning(12), 7.0)
+    assert max_error(edited, pipeline.regenerate(tiny.patcher, tiny.conditioning(12), negative, maps, 7.0, 0, mask)) <= 1e-5
+    assert max_error(edited[..., 6:], latent["samples"][..., 6:]) <= 1e-5
+    assert (edited[..., :6] - latent["samples"][..., :6]).abs().mean() > 0.05
+
+
+@pytest.mark.parametrize("patch", ["apg", "sigma_gated"])
+def test_model_patches_that_look_at_one_sigma_or_keep_state_run_the_inversion_step_by_step(patch):
+    tiny = tiny_models.sd15_eps(seed=0)
+    latent, positive, negative = setup(tiny)
+    if patch == "apg":  # ComfyUI's APG node with momentum: its running average is kept from one call to the next
+        from comfy_extras.nodes_apg import APG
+
+        (model,) = APG.execute(tiny.patcher, 1.0, 15.0, 0.5).result
+    else:  # decides from the first sample's sigma, as SkipLayerGuidance does
+        model = tiny.patcher.clone()
+        model.set_model_sampler_post_cfg_function(lambda args: args["denoised"] * (1.1 if args["sigma"][0] > 2 else 1.0))
+    one_step = pipeline.invert(model, positive, negative, latent, 10, 3.5, "karras", 1.0, 5)
+    parallel = pipeline.invert(model, positive, negative, latent, 10, 3.5, "karras", 1.0, 5, parallel_steps=4)
+    assert parallel.batches is None
+    assert torch.equal(parallel.maps, one_step.maps)
+
+
 def test_settling_takes_the_recorded_latent_only_within_rounding():
     mean, recorded = torch.full((3,), 1.0), torch.full((3,), 0.5)
     ulp = torch.finfo(torch.float32).eps

@@ -21,15 +21,17 @@ TOLERANCE = 1e-4
 
 @pytest.fixture
 def comfy_folders(tmp_path):
-    """Point ComfyUI's input and output folders at a temporary place for the test."""
-    before = folder_paths.get_input_directory(), folder_paths.get_output_directory()
-    (tmp_path / "input").mkdir()
-    (tmp_path / "output").mkdir()
+    """Point ComfyUI's input, output and temp folders at a temporary place for the test."""
+    before = folder_paths.get_input_directory(), folder_paths.get_output_directory(), folder_paths.get_temp_directory()
+    for name in ("input", "output", "temp"):
+        (tmp_path / name).mkdir()
     folder_paths.set_input_directory(str(tmp_path / "input"))
     folder_paths.set_output_directory(str(tmp_path / "output"))
+    folder_paths.set_temp_directory(str(tmp_path / "temp"))
     yield tmp_path
     folder_paths.set_input_directory(before[0])
     folder_paths.set_output_directory(before[1])
+    folder_paths.set_temp_directory(before[2])
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +82,37 @@ def test_save_paths_cannot_leave_the_output_folder(eps, comfy_folders, prefix):
     with pytest.raises(EditFriendlyInputError):
         EditFriendlySaveNoiseMaps.execute(eps[4], prefix)
     assert not (comfy_folders / "escape_00001_.safetensors").exists()
+
+
+@pytest.mark.parametrize("prefix", ["", "  ", ".", ".hidden", "noise_maps/.hidden"])
+def test_save_needs_a_visible_file_name(eps, comfy_folders, prefix):
+    with pytest.raises(EditFriendlyInputError, match="needs a file name"):
+        EditFriendlySaveNoiseMaps.execute(eps[4], prefix)
+    assert list((comfy_folders / "output").rglob("*")) == []
+
+
+def test_file_list_offers_only_files_that_can_be_loaded(eps, comfy_folders):
+    folder = comfy_folders / "input"
+    serialization.save(eps[4], str(folder / "good.safetensors"))
+    (folder / "._good.safetensors").write_bytes(b"AppleDouble")  # what macOS leaves on shared drives
+    (folder / "outside.safetensors").symlink_to(comfy_folders / "output" / "x.safetensors")
+    (comfy_folders / "output" / "x.safetensors").write_bytes(b"0")
+    (folder / "inside_link.safetensors").symlink_to(folder / "good.safetensors")
+    assert files.input_files() == ["good.safetensors", "inside_link.safetensors"]
+
+
+def test_a_file_changed_in_place_is_reloaded_even_with_the_same_size_and_time(eps, comfy_folders):
+    path = comfy_folders / "input" / "maps.safetensors"
+    serialization.save(eps[4], str(path))
+    before = EditFriendlyLoadNoiseMaps.fingerprint_inputs("maps.safetensors")
+    stat = path.stat()
+    other = eps[4].replace(maps=eps[4].maps + 1.0)  # same shapes, so the same size
+    path.unlink()
+    serialization.save(other, str(path))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # as `cp -p` or an unpacked archive would
+    assert path.stat().st_size == stat.st_size and path.stat().st_mtime_ns == stat.st_mtime_ns
+    assert EditFriendlyLoadNoiseMaps.fingerprint_inputs("maps.safetensors") != before
+    assert EditFriendlyLoadNoiseMaps.fingerprint_inputs("maps.safetensors") == EditFriendlyLoadNoiseMaps.fingerprint_inputs("maps.safetensors")
 
 
 @pytest.mark.parametrize("name", ["../output/x.safetensors", "/etc/passwd", "noise_maps/../../x.safetensors", "missing.safetensors"])
@@ -177,6 +210,23 @@ for trial in range(300):
         outcomes["refused"] += 1
 print(outcomes["refused"], outcomes["loaded"])
 """
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (lambda m: m.update(latent_rgb_factors="[[1, 2, 3]]"), "preview colours"),
+        (lambda m: m.update(latent_rgb_factors="[[1, 2], [3, 4], [5, 6], [7, 8]]"), "preview colours"),
+        (lambda m: m.update(latent_rgb_factors="[1, 2, 3, 4]"), "preview colours"),
+        (lambda m: m.update(latent_rgb_bias="[0.1, 0.2]"), "preview colours"),
+        (lambda m: m.update(fingerprint=m["fingerprint"].replace('"latent_channels": 4', '"latent_channels": 16')), "16 latent channels"),
+    ],
+)
+def test_loader_refuses_metadata_that_does_not_fit_the_maps(eps, tmp_path, change, words):
+    path = tmp_path / "odd.safetensors"
+    path.write_bytes(rewrite_header(serialization.to_bytes(eps[4]), lambda h: change(h["__metadata__"])))
+    with pytest.raises(serialization.NoiseMapsFileError, match=words):
+        serialization.load(str(path))
 
 
 def test_random_corruption_never_crashes_or_hangs_the_process(eps, tmp_path):
@@ -280,6 +330,30 @@ def test_soft_mask_blends_smoothly(eps):
     assert change[-1].item() == pytest.approx(full_change[-1].item(), rel=0.5)
 
 
+def test_differential_diffusion_shapes_a_latent_noise_mask_at_every_step(eps):
+    from comfy_extras.nodes_differential_diffusion import DifferentialDiffusion
+
+    import nodes as comfy_builtin_nodes  # ComfyUI's own nodes.py
+
+    tiny, latent, positive, negative, maps = eps
+    ramp = torch.linspace(0.0, 1.0, 12).expand(1, 8, 12)
+    (differential,) = DifferentialDiffusion.execute(tiny.patcher).result
+    sampler, sigmas, start = EditFriendlySamplerCustom.execute(maps, 2).result
+    (masked,) = comfy_builtin_nodes.SetLatentNoiseMask().set_mask(start, ramp)
+    (noise,) = custom_sampler.DisableNoise.execute().result
+
+    def custom(model, positive, cfg):
+        (guider,) = custom_sampler.CFGGuider.execute(model, positive, negative, cfg).result
+        return custom_sampler.SamplerCustomAdvanced.execute(noise, guider, sampler, sigmas, masked).result[0]["samples"]
+
+    assert (custom(differential, positive, 3.5) - latent["samples"]).abs().max().item() <= TOLERANCE
+    target = tiny.conditioning(9)
+    thresholded, soft = custom(differential, target, 9.0), custom(tiny.patcher, target, 9.0)
+    assert (soft - pipeline.regenerate(tiny.patcher, target, negative, maps, 9.0, 2, ramp)).abs().max().item() <= 1e-5
+    assert (thresholded - soft).abs().max().item() > 0.01  # the per-step threshold took effect
+    assert (thresholded[..., 0] - latent["samples"][..., 0]).abs().max().item() <= 1e-5  # mask 0: the source
+
+
 # ---------------------------------------------------------------------------------------------- variations
 
 
@@ -299,12 +373,16 @@ def test_variations_are_batched_seeds_that_each_reconstruct(eps):
 # ---------------------------------------------------------------------------------------------- map previews
 
 
-def test_preview_renders_chosen_steps_and_the_statistics_plot(eps):
+def test_preview_renders_chosen_steps_and_the_statistics_plot(eps, comfy_folders):
     from edit_friendly_ddpm.nodes import inspection
     from edit_friendly_ddpm.nodes.comfy_nodes import EditFriendlyNoiseMapPreview
 
     maps = eps[4]
-    grid, plot = EditFriendlyNoiseMapPreview.execute(maps, 4, 0).result
+    shown = EditFriendlyNoiseMapPreview.execute(maps, 4, 0)
+    grid, plot = shown.result
+    images = shown.ui.as_dict()["images"]  # an output node: both pictures are also shown on the node
+    assert [image["type"] for image in images] == ["temp", "temp"]
+    assert all((comfy_folders / "temp" / image["subfolder"] / image["filename"]).is_file() for image in images)
     steps = inspection.chosen_steps(maps.steps, 4)
     assert steps[0] == 0 and steps[-1] == maps.steps - 1 and len(steps) == 4
     for image in (grid, plot):
@@ -318,3 +396,12 @@ def test_preview_renders_chosen_steps_and_the_statistics_plot(eps):
     assert torch.allclose(std.float(), maps.maps[:-1, 0].flatten(1).std(dim=1), rtol=1e-4)
     with pytest.raises(EditFriendlyInputError, match="batch_index"):
         EditFriendlyNoiseMapPreview.execute(maps, 4, 1)
+
+
+def test_preview_of_a_one_step_inversion(eps, comfy_folders):
+    from edit_friendly_ddpm.nodes.comfy_nodes import EditFriendlyNoiseMapPreview
+
+    tiny, latent, positive, negative, _ = eps
+    one_step = pipeline.invert(tiny.patcher, positive, negative, latent, 1, 3.5, "ddim_uniform", 1.0, 0)
+    grid, plot = EditFriendlyNoiseMapPreview.execute(one_step, 8, 0).result  # only the residual: no statistics to plot
+    assert grid.shape[0] == plot.shape[0] == 1 and torch.isfinite(plot).all()

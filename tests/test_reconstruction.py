@@ -4,10 +4,12 @@ Runs the real ComfyUI CFGGuider, KSAMPLER and model classes on tiny seeded model
 """
 
 import comfy.samplers
+import comfy_extras.nodes_custom_sampler as custom_sampler
 import pytest
 import tiny_models
 import torch
 from edit_friendly_ddpm.nodes import pipeline
+from edit_friendly_ddpm.nodes.comfy_nodes import EditFriendlySamplerCustom
 from edit_friendly_ddpm.nodes.validation import EditFriendlyInputError
 
 TOLERANCE = 1e-4
@@ -95,3 +97,21 @@ def test_maps_live_on_the_intermediate_device():
     maps = pipeline.invert(tiny.patcher, tiny.conditioning(1), tiny.conditioning(2), tiny_models.latent(tiny), 6, 3.5, "ddim_uniform", 1.0, 0)
     device = torch.device(comfy.model_management.intermediate_device())
     assert {maps.maps.device, maps.noisy_latents.device, maps.source_latent.device} == {device}
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_half_precision_latent_reconstructs_to_float32_precision(dtype):
+    # KSampler's float32 noise makes its samplers run in float32 whatever the latent's precision; so must the inversion.
+    tiny = tiny_models.sd15_eps(seed=0)
+    samples = tiny_models.latent(tiny, height=8, width=12, seed=1)["samples"].to(dtype)
+    positive, negative = tiny.conditioning(1), tiny.conditioning(2)
+    maps = pipeline.invert(tiny.patcher, positive, negative, {"samples": samples}, 10, 3.5, "ddim_uniform", 1.0, 0)
+    assert maps.maps.dtype == maps.source_latent.dtype == torch.float32
+    regenerated = pipeline.regenerate(tiny.patcher, positive, negative, maps, 3.5, 0)
+    assert (regenerated - samples.float()).abs().max().item() <= 1e-5
+    # A half-precision LATENT given to SamplerCustomAdvanced does not round the replay either.
+    sampler, sigmas, _ = EditFriendlySamplerCustom.execute(maps, 0).result
+    (guider,) = custom_sampler.CFGGuider.execute(tiny.patcher, positive, negative, 3.5).result
+    (noise,) = custom_sampler.DisableNoise.execute().result
+    (output, _) = custom_sampler.SamplerCustomAdvanced.execute(noise, guider, sampler, sigmas, {"samples": samples}).result
+    assert (output["samples"] - samples.float()).abs().max().item() <= 1e-5

@@ -4,7 +4,8 @@ import pytest
 import tiny_models
 import torch
 from edit_friendly_ddpm.nodes import pipeline
-from edit_friendly_ddpm.nodes.transforms import FILL_MODES, colour_noise_maps, preview_rgb, shift_noise_maps, shift_tensor
+from edit_friendly_ddpm.nodes.sampling import rule_steps
+from edit_friendly_ddpm.nodes.transforms import FILL_MODES, colour_direction, colour_noise_maps, preview_rgb, shift_noise_maps, shift_tensor
 
 
 def test_shift_tensor_moves_content_right_and_down():
@@ -97,3 +98,24 @@ def test_shifted_dpmpp_2m_sde_maps_regenerate_the_shifted_image(fill):
     interior = (..., slice(6, -6), slice(6, -6))
     error = (output - expected)[interior].abs().mean().item()
     assert error < 0.25 * (latent["samples"] - expected)[interior].abs().mean().item()
+
+
+@pytest.mark.parametrize("rule", ["ddpm", "dpmpp_2m_sde"])
+def test_colour_offset_adds_up_to_the_strength_under_each_rules_own_scales(rule):
+    # The replay multiplies map i by the rule's noise scale, so the offsets it adds sum to strength * direction.
+    tiny = tiny_models.sd15_eps(seed=0)
+    maps = pipeline.invert(tiny.patcher, tiny.conditioning(1), tiny.conditioning(2), tiny_models.latent(tiny), 10, 3.5, "ddim_uniform", 0.5, 0, rule=rule)
+    coloured = colour_noise_maps(maps, (0.0, 0.0, 1.0), 1.0)
+    scales = [step.noise_scale for step in rule_steps(rule, maps.scales, maps.eta)]
+    added = sum(scale * (coloured.maps[i] - maps.maps[i]) for i, scale in enumerate(scales[:-1]))
+    bias = None if maps.latent_rgb_bias is None else torch.tensor(maps.latent_rgb_bias)
+    direction = colour_direction(maps.noisy_latents[-1], (0.0, 0.0, 1.0), torch.tensor(maps.latent_rgb_factors), bias, torch.ones(1, 1, 8, 8))
+    assert torch.allclose(added, direction.expand_as(added), atol=1e-5)
+
+
+def test_colour_over_a_range_without_steps_is_refused():
+    tiny = tiny_models.sd15_eps(seed=0)
+    maps = pipeline.invert(tiny.patcher, tiny.conditioning(1), tiny.conditioning(2), tiny_models.latent(tiny), 10, 3.5, "ddim_uniform", 1.0, 0)
+    with pytest.raises(ValueError, match="holds no step"):
+        colour_noise_maps(maps, (1.0, 0.0, 0.0), 1.0, None, start_percent=0.5, end_percent=0.5)
+    assert colour_noise_maps(maps, (1.0, 0.0, 0.0), 0.0, None, start_percent=0.5, end_percent=0.5) is maps

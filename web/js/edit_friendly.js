@@ -4,6 +4,8 @@
 //    view), and keep it when the user switches colour palettes.
 // 2. The Edit-Friendly Sampler shows how many steps the inversion that feeds it has, and limits its
 //    `skip` widget to fewer than those steps, so a too-large skip is caught before queueing.
+// 3. A new inversion node's seed starts "fixed", not "randomize": a seed changed after every queue
+//    would run the whole inversion again each time and change every edit made from it.
 //
 // Loaded by ComfyUI from WEB_DIRECTORY (./web), i.e. from /extensions/<pack folder>/js/.
 
@@ -204,5 +206,16 @@ app.registerExtension({
   },
   async afterConfigureGraph() {
     updateAllSamplers();
+  },
+});
+
+app.registerExtension({
+  name: "editFriendlyDDPM.fixedSeed",
+  async nodeCreated(node) {
+    if ((node.comfyClass ?? node.type) !== INVERSION_NODE) return;
+    // Runs before a loaded workflow's values are applied, so a saved choice still wins.
+    const seed = widget(node, "seed");
+    const control = seed?.linkedWidgets?.[0] ?? widget(node, "control_after_generate");
+    if (control) control.value = "fixed";
   },
 });
