@@ -434,21 +434,8 @@ def _screenshot_graph(page, path, width=1920, height=1080, margin=24):
     page.screenshot(path=str(path), clip=clip)
 
 
-def test_example_workflow_opens_from_templates_and_runs(page, server, tmp_path):
-    names = _pack_templates(server)
-    assert names, f"the server lists no example workflows for {PACK_FOLDER}: {server.get('/workflow_templates')}"
-    name = _pick_edit_template(server, names)
-
-    _clear_graph(page)
-    page.evaluate("() => app.extensionManager.command.execute('Comfy.BrowseTemplates')")
-    dialog = page.locator(".p-dialog")
-    dialog.get_by_text(PACK_FOLDER, exact=True).first.click()
-    card = dialog.locator(f'[data-testid="template-workflow-{name}"]')
-    card.click()
-    dialog.wait_for(state="hidden")
-    page.wait_for_function("() => app.graph.nodes.some((node) => node.type === 'EditFriendlySampler')")
-
-    # The examples name the usual SD1.5 checkpoint; the test server has the tiny one. Few steps for speed.
+def _use_tiny_settings(page):
+    """The examples name the usual SD1.5 checkpoint; the test server has the tiny one. Few steps for speed."""
     page.evaluate(
         """(checkpoint) => {
             for (const node of app.graph.nodes) {
@@ -464,9 +451,10 @@ def test_example_workflow_opens_from_templates_and_runs(page, server, tmp_path):
         }""",
         TINY_CHECKPOINT,
     )
-    _use_small_input_images(page, server)
-    before = set(pathlib.Path(server.output_dir).rglob("*.png"))
 
+
+def _queue_and_wait(page, server) -> dict:
+    """Queues the graph with the Queue button and returns the server's history entry of a successful run."""
     with page.expect_response(lambda response: response.url.endswith("/api/prompt") and response.request.method == "POST") as answer:
         page.locator('[data-testid="queue-button"]').click()
     response = answer.value
@@ -475,6 +463,27 @@ def test_example_workflow_opens_from_templates_and_runs(page, server, tmp_path):
     entry = server.wait(body["prompt_id"], timeout=120)
     status = entry.get("status", {})
     assert status.get("status_str") == "success", json.dumps(status, indent=1)[:3000]
+    return entry
+
+
+def test_example_workflow_opens_from_templates_and_runs(page, server, tmp_path):
+    names = _pack_templates(server)
+    assert names, f"the server lists no example workflows for {PACK_FOLDER}: {server.get('/workflow_templates')}"
+    name = _pick_edit_template(server, names)
+
+    _clear_graph(page)
+    page.evaluate("() => app.extensionManager.command.execute('Comfy.BrowseTemplates')")
+    dialog = page.locator(".p-dialog")
+    dialog.get_by_text(PACK_FOLDER, exact=True).first.click()
+    card = dialog.locator(f'[data-testid="template-workflow-{name}"]')
+    card.click()
+    dialog.wait_for(state="hidden")
+    page.wait_for_function("() => app.graph.nodes.some((node) => node.type === 'EditFriendlySampler')")
+
+    _use_tiny_settings(page)
+    _use_small_input_images(page, server)
+    before = set(pathlib.Path(server.output_dir).rglob("*.png"))
+    entry = _queue_and_wait(page, server)
     saved = [image for output in entry.get("outputs", {}).values() for image in output.get("images", []) if image.get("type") == "output"]
     assert saved, f"the workflow saved no image: {entry.get('outputs')}"
     new_files = set(pathlib.Path(server.output_dir).rglob("*.png")) - before
@@ -491,4 +500,35 @@ def test_example_workflow_opens_from_templates_and_runs(page, server, tmp_path):
     if os.environ.get("EF_UPDATE_SCREENSHOT") == "1":
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shot, SCREENSHOT)
+    assert page.log.ours() == [], "\n".join(page.log.ours())
+
+
+def _load_example(page, server, name):
+    _clear_graph(page)
+    workflow = json.loads((ROOT / "example_workflows" / f"{name}.json").read_text())
+    page.evaluate("(workflow) => app.loadGraphData(workflow)", workflow)
+    _use_tiny_settings(page)
+    _use_small_input_images(page, server)
+
+
+def test_save_shows_its_file_and_preview_shows_its_pictures_on_the_node(page, server):
+    _load_example(page, server, "save_noise_maps")
+    _queue_and_wait(page, server)
+    shown = "() => app.graph.nodes.find((node) => node.type === 'EditFriendlySaveNoiseMaps').widgets.find((w) => w.name === 'saved_file')?.value"
+    page.wait_for_function(shown, timeout=30_000)
+    path = page.evaluate(shown)
+    assert path.startswith("output/noise_maps/") and path.endswith(".safetensors"), path
+    assert (pathlib.Path(server.output_dir) / path.removeprefix("output/")).is_file()
+    # The shown name stays out of the workflow's widget values and out of the prompt.
+    values = page.evaluate("() => app.graph.serialize().nodes.find((node) => node.type === 'EditFriendlySaveNoiseMaps').widgets_values")
+    assert values == ["noise_maps/ef"], values
+    inputs = page.evaluate("async () => Object.values((await app.graphToPrompt()).output).find((node) => node.class_type === 'EditFriendlySaveNoiseMaps').inputs")
+    assert "saved_file" not in inputs, inputs
+
+    _load_example(page, server, "noise_map_preview")
+    _queue_and_wait(page, server)
+    page.wait_for_function(
+        "() => app.graph.nodes.some((node) => node.type === 'EditFriendlyNoiseMapPreview' && node.imgs?.length === 2 && node.imgs.every((img) => img.complete))",
+        timeout=30_000,
+    )
     assert page.log.ours() == [], "\n".join(page.log.ours())

@@ -6,6 +6,7 @@
 //    `skip` widget to fewer than those steps, so a too-large skip is caught before queueing.
 // 3. A new inversion node's seed starts "fixed", not "randomize": a seed changed after every queue
 //    would run the whole inversion again each time and change every edit made from it.
+// 4. Save Noise Maps shows the name of the file it wrote.
 //
 // Loaded by ComfyUI from WEB_DIRECTORY (./web), i.e. from /extensions/<pack folder>/js/.
 
@@ -16,6 +17,9 @@ export const NOISE_MAPS_COLOR = "#2EC4B6";
 export const INVERSION_NODE = "EditFriendlyDDPMInversion";
 export const SAMPLER_NODE = "EditFriendlySampler";
 export const TRANSFORM_NODE = "EditFriendlyNoiseMapTransform";
+export const SAVE_NODE = "EditFriendlySaveNoiseMaps";
+// The read-only widget on Save Noise Maps that shows the file written last (not saved with the workflow).
+export const SAVED_FILE_WIDGET = "saved_file";
 
 // The skip widget's own limit (MAX_STEPS - 1 in nodes/comfy_nodes.py), restored when no inversion
 // with a known step count is connected.
@@ -217,5 +221,25 @@ app.registerExtension({
     const seed = widget(node, "seed");
     const control = seed?.linkedWidgets?.[0] ?? widget(node, "control_after_generate");
     if (control) control.value = "fixed";
+  },
+});
+
+app.registerExtension({
+  name: "editFriendlyDDPM.savedFileName",
+  async beforeRegisterNodeDef(nodeType, nodeData) {
+    if (nodeData?.name !== SAVE_NODE) return;
+    chainCallback(nodeType.prototype, "onExecuted", function (message) {
+      const path = message?.text?.[0];
+      if (typeof path !== "string") return;
+      let shown = widget(this, SAVED_FILE_WIDGET);
+      if (!shown) {
+        // Last, so the workflow's widget values keep their places; left out of saved workflows and prompts.
+        shown = this.addWidget("text", SAVED_FILE_WIDGET, "", () => {}, { serialize: false });
+        shown.serialize = false;
+        shown.disabled = true;
+      }
+      shown.value = `output/${path}`;
+      this.setDirtyCanvas?.(true, true);
+    });
   },
 });
