@@ -31,10 +31,13 @@ run)
     export PYTHONPATH=/tmp/ef-site EF_DEVICE=cuda EF_COMFYUI=$PWD/$KIT/ComfyUI PYTHONUNBUFFERED=1
     nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv | tee "$out/gpu.txt"
     speed() { python3 benchmarks/speed.py --dtype fp16 --steps 100 "$@" 2>&1 | grep -v "^WARNING"; }
+    failed=()
     job() {  # job NAME SECONDS ARGS...: one speed.py run with a time limit, logged to NAME.log
         local name=$1 seconds=$2
         shift 2
-        timeout "$seconds" bash -c "$(declare -f speed); speed $*" | tee "$out/$name.log"
+        timeout "$seconds" bash -c "set -o pipefail; $(declare -f speed); speed $*" | tee "$out/$name.log"
+        local status=${PIPESTATUS[0]}
+        [ "$status" -eq 0 ] || { failed+=("$name (exit $status; 124 = over ${seconds} s)"); echo "job $name: exit $status" >&2; }
     }
     set +e
     for name in ${jobs[*]}; do
@@ -50,9 +53,14 @@ run)
         sd15-fp32) job sd15-fp32 80 --sizes sd15 --dtype fp32 --parts reconstruction ;;
         # The float16 roundings a step-parallel replay has to undo (docs/math.md).
         rounding) job rounding 90 --sizes sd15 --parts rounding ;;
-        *) echo "unknown job $name" ;;
+        *) failed+=("$name (unknown job)") ;;
         esac
     done
+    # Every job runs even when one fails; the exit status says whether any did.
+    if [ ${#failed[@]} -gt 0 ]; then
+        printf 'failed: %s\n' "${failed[@]}" | tee "$out/failed.txt" >&2
+        exit 1
+    fi
     ;;
 *)
     sed -n 2,8p "$0"

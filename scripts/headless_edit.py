@@ -72,19 +72,26 @@ def main(argv=None) -> int:
         parser.error(f"no image at {image}")
     out = pathlib.Path(args.out).resolve()
     work = pathlib.Path(tempfile.mkdtemp(prefix="ef-edit-"))
-    (work / "input").mkdir()
-    (work / "output").mkdir()
+    for folder in ("input", "output", "temp", "user"):
+        (work / folder).mkdir()
     shutil.copy(image, work / "input" / image.name)
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = work / "comfyui.log"
+    # Folders of its own: ComfyUI empties its temp folder at start-up, and a user's server may be using the install's.
     command = [sys.executable, "main.py", "--listen", "127.0.0.1", "--port", str(port), "--disable-auto-launch",
-               "--input-directory", str(work / "input"), "--output-directory", str(work / "output"), *extra]
+               "--input-directory", str(work / "input"), "--output-directory", str(work / "output"),
+               "--temp-directory", str(work / "temp"), "--user-directory", str(work / "user"),
+               "--database-url", "sqlite:///:memory:", *extra]
     if args.cpu:
         command.append("--cpu")
     print(f"[edit] starting ComfyUI from {comfyui} (log: {log_path})", file=sys.stderr)
+    # A kill or a closed terminal ends this script through its `finally`, which stops the server too.
+    for stop_signal in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop_signal, _exit_on_signal)
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, cwd=comfyui, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    succeeded = False
     try:
         deadline = time.monotonic() + 300
         info = None
@@ -168,15 +175,30 @@ def main(argv=None) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(produced, out)
         print(f"[edit] wrote {out} (input | edit)", file=sys.stderr)
+        succeeded = True
         return 0
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGINT)
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-        shutil.rmtree(work, ignore_errors=True)
+        _stop(process)
+        if succeeded:
+            shutil.rmtree(work, ignore_errors=True)
+        else:  # the messages above point at the log: keep it
+            print(f"[edit] kept {work} (ComfyUI's log: {log_path})", file=sys.stderr)
+
+
+def _exit_on_signal(number, frame):
+    raise SystemExit(f"stopped by signal {number}")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """SIGINT to the server's process group, SIGKILL if it is still there after 15 s (also if interrupted meanwhile)."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGINT)
+    try:
+        process.wait(15)
+    except (subprocess.TimeoutExpired, KeyboardInterrupt):
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def _progress_line(log_path: pathlib.Path, names: dict) -> str:

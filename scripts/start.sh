@@ -2,7 +2,8 @@
 # Sets up (once) a local ComfyUI host with this pack linked into its custom_nodes, then starts it
 # on 127.0.0.1:8188. Extra arguments go to ComfyUI's main.py.
 #   scripts/start.sh
-#   scripts/start.sh --comfyui /path/to/ComfyUI   # use an existing install (its own Python env)
+#   scripts/start.sh --comfyui /path/to/ComfyUI   # use an existing install: its venv/ or .venv/ Python,
+#                                                 # else EF_PYTHON, else python3
 #   scripts/start.sh --port 8190
 # Headless: edit one image with the text-editing example workflow, write the PNG (input | edit), exit.
 #   scripts/start.sh --edit photo.png --source "a photo of a cat" --target "a photo of a tiger" --out result.png
@@ -17,6 +18,8 @@ ARGS=()
 EDIT=()
 while [ $# -gt 0 ]; do
   case "$1" in
+    --comfyui|--port|--edit|--source|--target|--out|--steps|--skip|--cfg|--source-cfg|--seed|--checkpoint)
+      [ $# -ge 2 ] || { echo "$1 needs a value" >&2; exit 2; } ;;&
     --comfyui) COMFY=$2; shift 2 ;;
     --port) PORT=$2; shift 2 ;;
     --edit|--source|--target|--out|--steps|--skip|--cfg|--source-cfg|--seed|--checkpoint) EDIT+=("$1" "$2"); shift 2 ;;
@@ -25,9 +28,13 @@ while [ $# -gt 0 ]; do
 done
 
 if [ -n "$COMFY" ]; then
-  PY=${EF_PYTHON:-python3}
   [ -f "$COMFY/main.py" ] || { echo "no ComfyUI at $COMFY (main.py missing)" >&2; exit 2; }
-  ln -sfn "$ROOT" "$COMFY/custom_nodes/edit-friendly-ddpm"
+  PY=${EF_PYTHON:-python3}
+  for own in "$COMFY/venv/bin/python" "$COMFY/.venv/bin/python"; do
+    if [ -z "${EF_PYTHON:-}" ] && [ -x "$own" ]; then PY=$own; break; fi
+  done
+  "$PY" -c 'import torch' 2>/dev/null || { echo "$PY cannot import torch: set EF_PYTHON to the Python that runs this ComfyUI" >&2; exit 2; }
+  "$ROOT/scripts/link_pack.sh" "$COMFY"
 else
   paths=$("$ROOT/scripts/setup.sh")  # assigned first: a failed setup stops here (eval would hide its status)
   eval "$paths"
@@ -35,12 +42,17 @@ else
   COMFY=$EF_COMFYUI
 fi
 
+# --cpu only where torch sees no accelerator ComfyUI can use (CUDA/ROCm, Apple MPS, Intel XPU).
 CPU=()
-"$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null || CPU=(--cpu)
+"$PY" -c 'import torch, sys
+found = torch.cuda.is_available() or torch.backends.mps.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
+sys.exit(0 if found else 1)' 2>/dev/null || CPU=(--cpu)
 
 # No checkpoint at all: generate the tiny seeded one (cached) so the nodes and workflows can be tried.
 CKPTS="$COMFY/models/checkpoints"
-if ! find -L "$CKPTS" -maxdepth 3 -type f \( -name '*.safetensors' -o -name '*.ckpt' -o -name '*.pt' -o -name '*.pth' -o -name '*.sft' \) 2>/dev/null | grep -q .; then
+# -print -quit: one name is enough (a pipe into `grep -q` would fail under pipefail when grep stops early).
+found=$(find -L "$CKPTS" -maxdepth 3 -type f \( -name '*.safetensors' -o -name '*.ckpt' -o -name '*.pt' -o -name '*.pth' -o -name '*.sft' \) -print -quit 2>/dev/null || true)
+if [ -z "$found" ] && [ ! -f "$COMFY/extra_model_paths.yaml" ]; then
   echo "No checkpoint in $CKPTS: generating tiny-sd15.safetensors (seeded random weights, a few seconds)." >&2
   "$PY" "$ROOT/scripts/make_tiny_checkpoints.py" "$COMFY/models" --comfyui "$COMFY" --only sd15 >/dev/null
   echo "NOTE: tiny-sd15.safetensors is for trying the nodes only: every picture it makes is NOISE." >&2
@@ -48,9 +60,9 @@ if ! find -L "$CKPTS" -maxdepth 3 -type f \( -name '*.safetensors' -o -name '*.c
 fi
 
 if [ ${#EDIT[@]} -gt 0 ]; then
-  exec "$PY" "$ROOT/scripts/headless_edit.py" --comfyui "$COMFY" "${CPU[@]}" "${EDIT[@]}" "${ARGS[@]}"
+  exec "$PY" "$ROOT/scripts/headless_edit.py" --comfyui "$COMFY" ${CPU[@]+"${CPU[@]}"} "${EDIT[@]}" ${ARGS[@]+"${ARGS[@]}"}
 fi
 
 echo "Starting ComfyUI from $COMFY on http://127.0.0.1:$PORT with the Edit-Friendly DDPM nodes" >&2
 cd "$COMFY"
-exec "$PY" main.py "${CPU[@]}" --listen 127.0.0.1 --port "$PORT" --disable-auto-launch "${ARGS[@]}"
+exec "$PY" main.py ${CPU[@]+"${CPU[@]}"} --listen 127.0.0.1 --port "$PORT" --disable-auto-launch ${ARGS[@]+"${ARGS[@]}"}

@@ -2,6 +2,8 @@
 ComfyUI, runs the text-editing example through /prompt with progress, writes the PNG and stops the server."""
 
 import pathlib
+import shutil
+import signal
 import subprocess
 import sys
 
@@ -32,3 +34,43 @@ def test_headless_edit_writes_input_and_edit_side_by_side(tmp_path):
     assert pixels.shape == (64, 128, 3)
     source = np.asarray(Image.open(image), dtype=np.float32)
     assert np.abs(pixels[:, :64] - source).max() <= 2  # the left half is the input as loaded
+
+
+def test_headless_edit_stopped_by_a_signal_stops_its_server_and_keeps_the_log(tmp_path):
+    models = tiny_models(tmp_path / "models")
+    config = tmp_path / "extra_model_paths.yaml"
+    config.write_text(f"tiny:\n  base_path: {models}\n  checkpoints: checkpoints\n")
+    image = tmp_path / "cat.png"
+    Image.open(ROOT / "example_workflows" / "chelsea-cat.png").convert("RGB").resize((64, 64)).save(image)
+    command = [
+        sys.executable, str(ROOT / "scripts" / "headless_edit.py"), "--comfyui", str(COMFYUI),
+        "--edit", str(image), "--source", "a cat", "--target", "a dog", "--out", str(tmp_path / "never.png"),
+        "--checkpoint", TINY_SD15, "--steps", "999", "--cpu", "--extra-model-paths-config", str(config),
+    ]
+    script = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    lines = []
+    try:
+        for line in script.stderr:  # wait until the server is up, then stop the script as `timeout` would
+            lines.append(line)
+            if "will be NOISE" in line:  # printed once the server is up, just before the prompt is queued
+                break
+        script.send_signal(signal.SIGTERM)
+        _, rest = script.communicate(timeout=60)
+    finally:
+        if script.poll() is None:
+            script.kill()
+    stderr = "".join(lines) + rest
+    assert script.returncode != 0
+    work = next(line.split("(log: ")[1].rstrip(")\n") for line in lines if "(log: " in line)
+    work = pathlib.Path(work).parent
+    assert f"kept {work}" in stderr and (work / "comfyui.log").is_file()
+    servers = [p for p in pathlib.Path("/proc").iterdir() if p.name.isdigit() and str(work) in _cmdline(p)]
+    assert servers == [], "the ComfyUI server outlived the script"
+    shutil.rmtree(work)
+
+
+def _cmdline(process: pathlib.Path) -> str:
+    try:
+        return (process / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""

@@ -3,6 +3,7 @@
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -82,3 +83,57 @@ def test_publish_list_holds_everything_needed_at_run_time():
     assert images and all(p.relative_to(ROOT).as_posix() in names for p in images)
     assert not any(name.startswith((".cache/", "benchmarks/", "tests/")) or name.endswith(".safetensors") for name in names)
     assert "docs/math.md" in names
+
+
+def run_setup(cache: pathlib.Path) -> subprocess.CompletedProcess:
+    """scripts/setup.sh with its cache at `cache`, its printed paths read back through eval as the scripts do."""
+    command = 'set -euo pipefail; paths=$("$0/scripts/setup.sh"); eval "$paths"; printf "%s\\n" "$EF_PYTHON" "$EF_COMFYUI"'
+    return subprocess.run(["bash", "-c", command, str(ROOT)], env={**os.environ, "EF_CACHE_DIR": str(cache)}, capture_output=True, text=True, timeout=300)
+
+
+def built_cache() -> tuple[pathlib.Path, pathlib.Path]:
+    """The venv these tests run in and the ComfyUI they use, both made by scripts/setup.sh."""
+    return pathlib.Path(sys.executable).parents[1], pathlib.Path(os.environ.get("EF_COMFYUI", ROOT / ".cache" / "ComfyUI"))
+
+
+def test_setup_paths_survive_spaces_in_the_cache_path(tmp_path):
+    venv, comfy = built_cache()
+    cache = tmp_path / "a cache with spaces"
+    cache.mkdir()
+    (cache / "venv").symlink_to(venv)  # already built: setup only checks its stamps and prints
+    (cache / "ComfyUI").symlink_to(comfy)
+    result = run_setup(cache)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [str(cache / "venv" / "bin" / "python"), str(cache / "ComfyUI")]
+
+
+def test_setup_never_deletes_or_installs_into_folders_it_did_not_make(tmp_path):
+    venv, _ = built_cache()
+    home = tmp_path / "home"
+    (home / "ComfyUI" / "models").mkdir(parents=True)
+    users_file = home / "ComfyUI" / "models" / "my-model.safetensors"
+    users_file.write_bytes(b"weights")
+    (home / "venv").symlink_to(venv)
+    result = run_setup(home)
+    assert result.returncode != 0 and "was not made by this script" in result.stderr
+    assert users_file.read_bytes() == b"weights"
+
+    other = tmp_path / "other"
+    (other / "venv" / "bin").mkdir(parents=True)
+    result = run_setup(other)
+    assert result.returncode != 0 and "was not made by this script" in result.stderr
+    assert sorted(p.name for p in (other / "venv").rglob("*")) == ["bin"]
+
+
+def test_linking_never_replaces_an_installed_copy(tmp_path):
+    installed = tmp_path / "ComfyUI" / "custom_nodes" / "edit-friendly-ddpm"
+    installed.mkdir(parents=True)
+    (installed / "__init__.py").write_text("# the user's installed copy\n")
+    result = subprocess.run([str(ROOT / "scripts" / "link_pack.sh"), str(tmp_path / "ComfyUI")], capture_output=True, text=True)
+    assert result.returncode != 0 and "is a folder, not a link" in result.stderr
+    assert installed.is_dir() and not installed.is_symlink() and list(installed.iterdir()) == [installed / "__init__.py"]
+    installed.rename(tmp_path / "ComfyUI" / "custom_nodes" / "old-copy")
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "ComfyUI" / "custom_nodes" / "old-copy" / "pyproject.toml")
+    result = subprocess.run([str(ROOT / "scripts" / "link_pack.sh"), str(tmp_path / "ComfyUI")], capture_output=True, text=True)
+    assert result.returncode == 0 and installed.resolve() == ROOT
+    assert "another copy of this pack" in result.stderr
