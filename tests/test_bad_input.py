@@ -71,6 +71,11 @@ def test_unusable_schedules_are_refused(sigmas, words):
         check_sigmas(torch.tensor(sigmas), "test")
 
 
+def test_a_schedule_with_nan_is_refused_by_the_inversion(eps):
+    # kl_optimal at one step gives [nan, 0]: a real schedule the checks must catch before any model call.
+    assert "non-finite" in invert_with(eps[0], eps[1]["samples"], steps=1, scheduler="kl_optimal")
+
+
 def test_maps_larger_than_the_free_memory_are_refused(eps, monkeypatch):
     monkeypatch.setattr(comfy.model_management, "get_free_memory", lambda *args, **kwargs: 4 * 2**20)
     # 400 steps x (2 x 4 x 64 x 64 float32 = 128 KiB) x 2 records = 100 MiB

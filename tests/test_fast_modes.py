@@ -422,3 +422,36 @@ def test_dpmpp_edits_differ_from_ddpm_edits():
     a = pipeline.regenerate(tiny.patcher, target, negative, ddpm, 7.0, 2)
     b = pipeline.regenerate(tiny.patcher, target, negative, dpmpp, 7.0, 2)
     assert max_error(a, b) > 1e-3
+
+
+REFERENCE_CASES = [("dpmpp_2m_sde", family, eta) for family in FAMILIES for eta in (1.0, 0.6)]
+REFERENCE_CASES += [("ddpm", family, eta) for family in ("eps", "v_prediction") for eta in (1.0, 0.6)]
+
+
+@pytest.mark.parametrize("rule, family, eta", REFERENCE_CASES)
+def test_replaying_fresh_noise_is_comfyuis_own_sampler(rule, family, eta):
+    """Reconstruction cannot check the step itself (a map absorbs any error in it), so: replayed with fresh noise
+    as maps and no source history, the step rule must be ComfyUI's own sampler fed the same noise: DPM-Solver++(2M)
+    SDE (midpoint), and for ddpm on a = 1 models the ancestral Euler step, which is the DDPM posterior step there."""
+    import comfy.k_diffusion.sampling as k_sampling
+
+    tiny = tiny_models.FAMILIES[family](seed=0)
+    latent, positive, negative = setup(tiny)
+    maps = pipeline.invert(tiny.patcher, positive, negative, latent, 10, 3.0, "karras", eta, 0, rule=rule)
+    skip = 2  # below the largest sigma, where ComfyUI starts a flow model at a shifted sigma
+    noise = torch.randn(maps.maps.shape, generator=torch.Generator().manual_seed(7))
+    noise[-1] = 0.0  # the last map is the residual; ComfyUI's last step is the clean estimate itself
+    history = torch.zeros_like(maps.maps) if rule == "dpmpp_2m_sde" else None
+    fresh = maps.replace(maps=noise, source_denoised=history)
+    ours = pipeline.regenerate(tiny.patcher, positive, negative, fresh, 3.0, skip)
+
+    feed = iter(noise[skip:-1])
+    reference = {"dpmpp_2m_sde": k_sampling.sample_dpmpp_2m_sde, "ddpm": k_sampling.sample_euler_ancestral}[rule]
+    sampler = comfy.samplers.KSAMPLER(reference, extra_options={"eta": eta, "noise_sampler": lambda *sigmas: next(feed)})
+    # A latent that process_latent_in turns into 0, and noise b(s) x = the start latent: ComfyUI starts where we do.
+    empty = tiny.patcher.model.process_latent_out(torch.zeros_like(latent["samples"]))
+    start_noise = fresh.start_latent(skip) / float(fresh.scales[skip, 1])
+    guider = pipeline.cfg_guider(tiny.patcher, positive, negative, 3.0)
+    theirs = guider.sample(start_noise, empty, sampler, fresh.sigmas[skip:].clone(), seed=0)
+    assert max_error(ours, latent["samples"]) > 0.1  # fresh noise: far from the source
+    assert max_error(ours, theirs) <= 1e-5 * theirs.abs().max().item()  # float32 rounding of values up to about 100
