@@ -88,7 +88,7 @@ def test_publish_list_holds_everything_needed_at_run_time():
 def run_setup(cache: pathlib.Path) -> subprocess.CompletedProcess:
     """scripts/setup.sh with its cache at `cache`, its printed paths read back through eval as the scripts do."""
     command = 'set -euo pipefail; paths=$("$0/scripts/setup.sh"); eval "$paths"; printf "%s\\n" "$EF_PYTHON" "$EF_COMFYUI"'
-    return subprocess.run(["bash", "-c", command, str(ROOT)], env={**os.environ, "EF_CACHE_DIR": str(cache)}, capture_output=True, text=True, timeout=300)
+    return subprocess.run(["bash", "-c", command, str(ROOT)], env={**os.environ, "EF_CACHE_DIR": str(cache)}, capture_output=True, text=True, timeout=300, check=False)
 
 
 def built_cache() -> tuple[pathlib.Path, pathlib.Path]:
@@ -129,11 +129,11 @@ def test_linking_never_replaces_an_installed_copy(tmp_path):
     installed = tmp_path / "ComfyUI" / "custom_nodes" / "edit-friendly-ddpm"
     installed.mkdir(parents=True)
     (installed / "__init__.py").write_text("# the user's installed copy\n")
-    result = subprocess.run([str(ROOT / "scripts" / "link_pack.sh"), str(tmp_path / "ComfyUI")], capture_output=True, text=True)
+    result = subprocess.run([str(ROOT / "scripts" / "link_pack.sh"), str(tmp_path / "ComfyUI")], capture_output=True, text=True, check=False)
     assert result.returncode != 0 and "is a folder, not a link" in result.stderr
     assert installed.is_dir() and not installed.is_symlink() and list(installed.iterdir()) == [installed / "__init__.py"]
     installed.rename(tmp_path / "ComfyUI" / "custom_nodes" / "old-copy")
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "ComfyUI" / "custom_nodes" / "old-copy" / "pyproject.toml")
-    result = subprocess.run([str(ROOT / "scripts" / "link_pack.sh"), str(tmp_path / "ComfyUI")], capture_output=True, text=True)
+    result = subprocess.run([str(ROOT / "scripts" / "link_pack.sh"), str(tmp_path / "ComfyUI")], capture_output=True, text=True, check=False)
     assert result.returncode == 0 and installed.resolve() == ROOT
     assert "another copy of this pack" in result.stderr
