@@ -76,11 +76,19 @@ def test_a_schedule_with_nan_is_refused_by_the_inversion(eps):
     assert "non-finite" in invert_with(eps[0], eps[1]["samples"], steps=1, scheduler="kl_optimal")
 
 
-def test_maps_larger_than_the_free_memory_are_refused(eps, monkeypatch):
-    monkeypatch.setattr(comfy.model_management, "get_free_memory", lambda *args, **kwargs: 4 * 2**20)
-    # 400 steps x (2 x 4 x 64 x 64 float32 = 128 KiB) x 2 records = 100 MiB
-    words = invert_with(eps[0], torch.randn(2, 4, 64, 64), steps=400, scheduler="simple")
-    assert "need 100 MiB" in words and "only 4 MiB is free" in words and "fewer steps or variations" in words
+@pytest.mark.parametrize("rule, needed", [("ddpm", "100 MiB"), ("dpmpp_2m_sde", "150 MiB")])
+def test_maps_larger_than_the_free_memory_are_refused(eps, monkeypatch, rule, needed):
+    asked = []
+
+    def free_memory(device=None, *args, **kwargs):
+        asked.append(device)
+        return 4 * 2**20
+
+    monkeypatch.setattr(comfy.model_management, "get_free_memory", free_memory)
+    # 400 steps x (2 x 4 x 64 x 64 float32 = 128 KiB) x 2 records (noisy latents, maps; dpmpp also its estimates)
+    words = invert_with(eps[0], torch.randn(2, 4, 64, 64), steps=400, scheduler="simple", rule=rule)
+    assert f"need {needed}" in words and "only 4 MiB is free" in words and "fewer steps or variations" in words
+    assert asked == [comfy.model_management.intermediate_device()]  # the device that keeps the maps
 
 
 def test_the_largest_step_count_still_gives_a_valid_schedule(eps):

@@ -201,7 +201,7 @@ def test_a_latent_noise_mask_replays_step_parallel_maps_exactly():
     assert (edited[..., :6] - latent["samples"][..., :6]).abs().mean() > 0.05
 
 
-@pytest.mark.parametrize("patch", ["apg", "sigma_gated"])
+@pytest.mark.parametrize("patch", ["apg", "sigma_gated", "input_block_patch"])
 def test_model_patches_that_look_at_one_sigma_or_keep_state_run_the_inversion_step_by_step(patch):
     tiny = tiny_models.sd15_eps(seed=0)
     latent, positive, negative = setup(tiny)
@@ -209,9 +209,12 @@ def test_model_patches_that_look_at_one_sigma_or_keep_state_run_the_inversion_st
         from comfy_extras.nodes_apg import APG
 
         (model,) = APG.execute(tiny.patcher, 1.0, 15.0, 0.5).result
-    else:  # decides from the first sample's sigma, as SkipLayerGuidance does
+    elif patch == "sigma_gated":  # decides from the first sample's sigma, as SkipLayerGuidance does
         model = tiny.patcher.clone()
         model.set_model_sampler_post_cfg_function(lambda args: args["denoised"] * (1.1 if args["sigma"][0] > 2 else 1.0))
+    else:  # a UNet block patch, as Deep Shrink sets, which reads transformer_options["sigmas"][0]
+        model = tiny.patcher.clone()
+        model.set_model_input_block_patch(lambda h, options: h * (1.1 if options["sigmas"][0] > 2 else 1.0))
     one_step = pipeline.invert(model, positive, negative, latent, 10, 3.5, "karras", 1.0, 5)
     parallel = pipeline.invert(model, positive, negative, latent, 10, 3.5, "karras", 1.0, 5, parallel_steps=4)
     assert parallel.batches is None
@@ -260,6 +263,7 @@ def test_results_do_not_depend_on_the_chunk_size():
         chunk: pipeline.invert(tiny.patcher, positive, negative, latent, 10, 3.5, "karras", 1.0, 5, rule="dpmpp_2m_sde", parallel_steps=chunk)
         for chunk in (1, 3, 0)
     }
+    assert runs[0].batches is not None, "automatic batching must batch the tiny latents (or this test checks nothing)"
     for chunk in (3, 0):
         assert max_error(runs[chunk].noisy_latents, runs[1].noisy_latents) <= 1e-5
         assert max_error(runs[chunk].maps, runs[1].maps) <= 1e-4

@@ -395,6 +395,9 @@ def test_preview_renders_chosen_steps_and_the_statistics_plot(eps, comfy_folders
     assert grid[0, : maps.latent_shape[-2] * tile].std() > 0.1  # the tiles show structure, not a flat colour
     std, correlation = inspection.map_statistics(maps)
     assert std.shape == (maps.steps - 1,) and correlation.shape == (maps.steps - 2,)
+    flat = maps.maps[:-1, 0].flatten(1).double()
+    pearson = [torch.corrcoef(flat[i : i + 2])[0, 1] for i in range(maps.steps - 2)]  # lag-1 correlation, computed apart
+    assert torch.allclose(correlation, torch.stack(pearson), atol=1e-9)
     assert torch.allclose(std.float(), maps.maps[:-1, 0].flatten(1).std(dim=1), rtol=1e-4)
     with pytest.raises(EditFriendlyInputError, match="batch_index"):
         EditFriendlyNoiseMapPreview.execute(maps, 4, 1)

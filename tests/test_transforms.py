@@ -15,6 +15,8 @@ def test_shift_tensor_moves_content_right_and_down():
         assert torch.equal(shifted[0, 1:, 2:], grid[0, :-1, :-2]), fill
     assert torch.equal(shift_tensor(grid, 2, 1, "noise", torch.full_like(grid, -1.0))[0, 0], torch.full((5,), -1.0))
     assert torch.equal(shift_tensor(grid, -1, 0, "wrap")[0, :, -1], grid[0, :, 0])
+    # reflect mirrors the content beside the band (without repeating the edge column): new columns 1, 0 = old 1, 2
+    assert torch.equal(shift_tensor(grid, 2, 0, "reflect")[0, :, :2], grid[0, :, [2, 1]])
 
 
 @pytest.fixture(scope="module")
