@@ -283,6 +283,25 @@ def test_the_first_latent_is_the_drawn_one_and_every_batch_starts_from_the_previ
     assert torch.equal(maps.noisy_latents[0], drawn[0])
 
 
+def test_a_controlnet_over_part_of_the_steps_splits_the_batches_at_its_range():
+    import nodes as comfy_builtin_nodes  # ComfyUI's own nodes.py
+
+    tiny = tiny_models.sd15_eps(seed=0)
+    latent, positive, negative = setup(tiny)
+    hint = torch.rand(1, 64, 96, 3, generator=torch.Generator().manual_seed(4))  # an IMAGE, 8x the latent size
+    controlled = comfy_builtin_nodes.ControlNetApplyAdvanced().apply_controlnet(
+        positive, negative, tiny_models.sd15_controlnet(tiny, seed=3), hint, 1.0, 0.3, 0.7
+    )
+    plain = pipeline.invert(tiny.patcher, positive, negative, latent, 10, 3.5, "karras", 1.0, 5)
+    one_step = pipeline.invert(tiny.patcher, *controlled, latent, 10, 3.5, "karras", 1.0, 5)
+    parallel = pipeline.invert(tiny.patcher, *controlled, latent, 10, 3.5, "karras", 1.0, 5, parallel_steps=10)
+    assert max_error(one_step.maps, plain.maps) > 1e-3  # the ControlNet takes part
+    assert len(parallel.batches) == 3, parallel.batches  # before, inside and after its range
+    assert max_error(parallel.maps, one_step.maps) <= 1e-4
+    regenerated = pipeline.regenerate(tiny.patcher, *controlled, parallel, 3.5, 0)
+    assert max_error(regenerated, latent["samples"]) <= TOLERANCE
+
+
 def test_plan_chunks_respects_size_and_timestep_ranges():
     sigmas = torch.tensor([10.0, 8.0, 6.0, 4.0, 2.0, 1.0, 0.0])
     assert sampling.plan_chunks(sigmas, 6, 4, []) == [(0, 4), (4, 6)]

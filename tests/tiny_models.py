@@ -143,6 +143,19 @@ def sd15_eps(seed: int = 0, dtype: torch.dtype | None = None, device: torch.devi
     return TinyModel("eps", _patcher(model, seed, device), 4, _cross_attn_conditioning(6, CONTEXT_DIM))
 
 
+def sd15_controlnet(tiny: TinyModel, seed: int = 0):
+    """A ControlNet for the tiny SD1.x UNet: ComfyUI's cldm network with the same layout and a 3-channel hint,
+    seeded like the models (its zero convolutions too, so that it changes the UNet's output)."""
+    import comfy.cldm.cldm
+    import comfy.controlnet
+    import comfy.ops
+
+    config = dict(tiny.patcher.model.model_config.unet_config, hint_channels=3, dtype=torch.float32, device="cpu")
+    network = comfy.cldm.cldm.ControlNet(**config, operations=comfy.ops.disable_weight_init)
+    fill_seeded(network, seed)
+    return comfy.controlnet.ControlNet(network, load_device=torch.device("cpu"))
+
+
 def sd2_v_prediction(seed: int = 0) -> TinyModel:
     """SD2.x layout: the same UNet with v-prediction."""
     config = comfy.supported_models.SD20(_sd_unet_config(4))
