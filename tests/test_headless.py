@@ -14,18 +14,24 @@ from PIL import Image
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def test_headless_edit_writes_input_and_edit_side_by_side(tmp_path):
+def edit_command(tmp_path, out, *options) -> tuple[list[str], pathlib.Path]:
+    """The headless edit of a small copy of the example cat with the tiny checkpoint; returns it and the image."""
     models = tiny_models(tmp_path / "models")
     config = tmp_path / "extra_model_paths.yaml"
     config.write_text(f"tiny:\n  base_path: {models}\n  checkpoints: checkpoints\n")
     image = tmp_path / "cat.png"
     Image.open(ROOT / "example_workflows" / "chelsea-cat.png").convert("RGB").resize((64, 64)).save(image)
-    out = tmp_path / "edited.png"
     command = [
         sys.executable, str(ROOT / "scripts" / "headless_edit.py"), "--comfyui", str(COMFYUI),
         "--edit", str(image), "--source", "a photo of a cat", "--target", "a photo of a dog", "--out", str(out),
-        "--checkpoint", TINY_SD15, "--steps", "4", "--skip", "1", "--cpu", "--extra-model-paths-config", str(config),
+        "--checkpoint", TINY_SD15, "--cpu", "--extra-model-paths-config", str(config), *options,
     ]
+    return command, image
+
+
+def test_headless_edit_writes_input_and_edit_side_by_side(tmp_path):
+    out = tmp_path / "edited.png"
+    command, image = edit_command(tmp_path, out, "--steps", "4", "--skip", "1")
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     assert "will be NOISE" in result.stderr  # says plainly that the tiny checkpoint's pictures are noise
@@ -37,16 +43,7 @@ def test_headless_edit_writes_input_and_edit_side_by_side(tmp_path):
 
 
 def test_headless_edit_stopped_by_a_signal_stops_its_server_and_keeps_the_log(tmp_path):
-    models = tiny_models(tmp_path / "models")
-    config = tmp_path / "extra_model_paths.yaml"
-    config.write_text(f"tiny:\n  base_path: {models}\n  checkpoints: checkpoints\n")
-    image = tmp_path / "cat.png"
-    Image.open(ROOT / "example_workflows" / "chelsea-cat.png").convert("RGB").resize((64, 64)).save(image)
-    command = [
-        sys.executable, str(ROOT / "scripts" / "headless_edit.py"), "--comfyui", str(COMFYUI),
-        "--edit", str(image), "--source", "a cat", "--target", "a dog", "--out", str(tmp_path / "never.png"),
-        "--checkpoint", TINY_SD15, "--steps", "999", "--cpu", "--extra-model-paths-config", str(config),
-    ]
+    command, _ = edit_command(tmp_path, tmp_path / "never.png", "--steps", "999")
     script = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     lines = []
     try:
