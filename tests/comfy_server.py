@@ -209,10 +209,11 @@ class ComfyServer:
     def run(self, api_prompt: dict, timeout: float = 120) -> dict:
         return self.wait(self.queue(api_prompt), timeout)
 
-    def run_watching(self, api_prompt: dict, timeout: float = 120) -> tuple[dict, list[dict]]:
+    def run_watching(self, api_prompt: dict, timeout: float = 120, on_message=None) -> tuple[dict, list[dict]]:
         """Runs a prompt while listening on /ws; returns (history entry, the websocket messages of that prompt).
 
         The messages show which nodes ran ("executing"), which were cached and each node's progress.
+        `on_message(message)`, if given, sees each message as it arrives (to act at a chosen moment).
         """
         import asyncio
         import uuid
@@ -240,6 +241,8 @@ class ComfyServer:
                         if data.get("data", {}).get("prompt_id") not in (None, prompt_id):
                             continue
                         messages.append(data)
+                        if on_message is not None:
+                            await asyncio.to_thread(on_message, data)
                         kind, body = data.get("type"), data.get("data", {})
                         if kind in ("execution_success", "execution_error", "execution_interrupted"):
                             break

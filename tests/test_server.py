@@ -317,18 +317,21 @@ def test_interrupt_stops_a_long_inversion(server):
     prompt["2"] = {"class_type": "ImageScale", "inputs": {"image": ["22", 0], "upscale_method": "bilinear", "width": 256, "height": 256, "crop": "disabled"}}
     prompt["22"] = {"class_type": "LoadImage", "inputs": {"image": EXAMPLE_IMAGE}}
     prompt["6"]["inputs"]["seed"] = 12345  # not cached from another test
-    prompt_id = server.queue(prompt)
-    deadline = time.monotonic() + 60
-    while not server.queue_state()["queue_running"]:
-        assert time.monotonic() < deadline, "the prompt never started"
-        time.sleep(0.1)
-    time.sleep(3.0)  # well into the inversion: loading is done, sampling steps are running
-    assert not server.get(f"/history/{prompt_id}"), "the inversion finished before it could be interrupted"
-    started = time.monotonic()
-    server.interrupt()
-    entry = server.wait(prompt_id, timeout=30)
-    stopped_after = time.monotonic() - started
+    interrupted = {}
+
+    def interrupt_inside_the_loop(message):
+        # Once the inversion (node 6) reports its fifth step: the interrupt lands in its sampling loop.
+        body = message.get("data", {})
+        if not interrupted and message.get("type") == "progress" and body.get("node") == "6" and body.get("value", 0) >= 5:
+            interrupted.update(step=body["value"], at=time.monotonic())
+            server.interrupt()
+
+    entry, messages = server.run_watching(prompt, timeout=120, on_message=interrupt_inside_the_loop)
+    assert interrupted and interrupted["step"] < 1000, "the inversion never reported its steps"
+    stopped_after = time.monotonic() - interrupted["at"]  # an upper bound: includes waiting for the history
     assert stopped_after < 10, f"interrupt took {stopped_after:.1f} s"
+    last_step = max(m["data"]["value"] for m in messages if m.get("type") == "progress" and m["data"].get("node") == "6")
+    assert last_step < 1000, "the inversion ran to its end"
     kinds = [kind for kind, _ in entry["status"]["messages"]]
     assert "execution_interrupted" in kinds, entry["status"]
     assert "9" not in entry.get("outputs", {})
