@@ -302,6 +302,24 @@ def test_a_controlnet_over_part_of_the_steps_splits_the_batches_at_its_range():
     assert max_error(regenerated, latent["samples"]) <= TOLERANCE
 
 
+def test_a_hook_in_the_conditioning_runs_the_inversion_step_by_step():
+    import comfy.hooks
+
+    tiny = tiny_models.sd15_eps(seed=0)
+    latent, positive, negative = setup(tiny)
+    # A real weight hook (as the hook nodes make from a checkpoint): another model's weights for the output layer.
+    weights = {key: value * 1.5 for key, value in tiny.patcher.model.state_dict().items() if key.startswith("diffusion_model.out.")}
+    hooks = comfy.hooks.create_hook_model_as_lora(weights, None, 1.0, 0.0)
+    (hooked,) = comfy.hooks.set_conds_props([positive], 1.0, "default", hooks=hooks)
+    plain = pipeline.invert(tiny.patcher, positive, negative, latent, 8, 3.5, "karras", 1.0, 5)
+    one_step = pipeline.invert(tiny.patcher, hooked, negative, latent, 8, 3.5, "karras", 1.0, 5)
+    parallel = pipeline.invert(tiny.patcher, hooked, negative, latent, 8, 3.5, "karras", 1.0, 5, parallel_steps=4)
+    assert max_error(one_step.maps, plain.maps) > 1e-3  # the hook takes part
+    assert parallel.batches is None and torch.equal(parallel.maps, one_step.maps)
+    regenerated = pipeline.regenerate(tiny.patcher, hooked, negative, parallel, 3.5, 0)
+    assert max_error(regenerated, latent["samples"]) <= TOLERANCE
+
+
 def test_plan_chunks_respects_size_and_timestep_ranges():
     sigmas = torch.tensor([10.0, 8.0, 6.0, 4.0, 2.0, 1.0, 0.0])
     assert sampling.plan_chunks(sigmas, 6, 4, []) == [(0, 4), (4, 6)]
