@@ -188,7 +188,7 @@ class EditFriendlyNoiseMapTransform(io.ComfyNode):
                 io.Int.Input("fill_seed", default=0, min=0, max=SEED_MAX, tooltip="Seed of the fresh noise for the noise fill."),
                 io.String.Input("color", default="#ff0000", tooltip="Target colour as #RRGGBB; turned into a latent direction with the model's preview colours."),
                 io.Float.Input("color_strength", default=0.0, min=0.0, max=10.0, step=0.05, tooltip="How far to move the masked region towards the colour; 0 = no colour change, 1 = about all the way."),
-                io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01, tooltip="First step, as a share of the schedule, whose map gets the colour offset (0 = the noisiest). Maps before the sampler's skip are not replayed: set this to at least skip / steps to keep color_strength's scale."),
+                io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01, tooltip="First step, as a share of the schedule, whose map gets the colour offset (0 = the noisiest). The start latents carry the offsets of earlier steps, so the colour holds at any sampler skip."),
                 io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01, tooltip="Step, as a share of the schedule, where the colour offset stops (1 = the end)."),
                 io.Mask.Input("mask", optional=True, tooltip="Where the colour applies (1 = recolour); resized to the latent if its aspect ratio matches. Whole image if not connected."),
             ],

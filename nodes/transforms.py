@@ -127,8 +127,10 @@ def colour_noise_maps(
     The offset is the latent direction of `colour` (from the model's preview factors), spread over
     the chosen steps in proportion to their noise scale, so that strength 1 moves the masked mean
     colour to the target for a denoiser that carries offsets through. `mask` is [B or 1, H, W] at
-    latent resolution, 1 where the colour applies. Maps before the sampler's skip are not replayed, so
-    with skip k that scale holds when the range starts at step k or later.
+    latent resolution, 1 where the colour applies. A replay from skip k never sees the maps before k,
+    so each noisy latent x_k (a start latent) also gets the offsets those maps add, as such a denoiser
+    would keep them: the colour holds whatever skip the sampler uses, and a replay from skip 0, which
+    starts at x_0, is unchanged by this.
     """
     if noise_maps.latent_rgb_factors is None:
         raise ValueError(
@@ -156,7 +158,14 @@ def colour_noise_maps(
             "(the last map, the residual, is never coloured): widen the range, or set color_strength to 0."
         )
     total_scale = sum(steps[i].noise_scale for i in chosen)
-    maps = noise_maps.maps.clone()
-    for i in chosen:
-        maps[i] += (strength / total_scale) * direction * mask
-    return noise_maps.replace(maps=maps)
+    offset = (strength / total_scale) * direction * mask
+    maps, noisy_latents = noise_maps.maps.clone(), noise_maps.noisy_latents.clone()
+    carried = 0.0  # what the chosen maps before step k add to the latent, in units of `offset`
+    for k in range(noise_maps.steps):
+        if carried:
+            noisy_latents[k] += carried * offset
+        if k in chosen:
+            maps[k] += offset
+            carried += steps[k].noise_scale
+    # The source's clean-latent estimates stay: a replay compares the changes in its own estimates with theirs.
+    return noise_maps.replace(maps=maps, noisy_latents=noisy_latents, source_denoised=noise_maps.source_denoised)
