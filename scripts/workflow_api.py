@@ -15,7 +15,8 @@ from __future__ import annotations
 import copy
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
-VIRTUAL_NODES = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode", "PrimitiveString", "GroupNode"}
+# Frontend-only nodes. (PrimitiveString, PrimitiveInt, ... are real server nodes and stay.)
+VIRTUAL_NODES = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode", "GroupNode"}
 MUTED, BYPASSED = 2, 4
 
 
@@ -78,8 +79,8 @@ def ui_to_api(workflow: dict, object_info: dict) -> dict:
     def resolve(origin, slot, seen=()):
         """Follows reroutes and bypassed nodes back to a real output; None when the chain is cut."""
         node = nodes.get(origin)
-        if node is None or origin in seen:
-            return None
+        if node is None or origin in seen or node["type"] == "PrimitiveNode":
+            return None  # a PrimitiveNode's value is already in the widget it drives
         if node["type"] == "Reroute" or node.get("mode") == BYPASSED:
             kind = None
             if node["type"] != "Reroute" and slot < len(node.get("outputs", [])):

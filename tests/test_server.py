@@ -167,6 +167,32 @@ def test_example_workflow_is_valid(object_info, name):
     assert any(node["type"] == "MarkdownNote" for node in workflow["nodes"])
 
 
+def test_primitive_nodes_convert_as_the_frontend_queues_them(object_info):
+    # A frontend PrimitiveNode drives the inversion's seed (its value also sits in the seed widget) and a
+    # server-side PrimitiveString gives a prompt's text through a link.
+    workflow = load_example("text_guided_editing")
+    nodes = {node["type"]: node for node in workflow["nodes"]}
+    inversion, encoder = nodes["EditFriendlyDDPMInversion"], nodes["CLIPTextEncode"]
+    first_id, link_id = max(node["id"] for node in workflow["nodes"]) + 1, max(link[0] for link in workflow["links"]) + 1
+    inversion["widgets_values"][4] = 42
+    inversion["inputs"].append({"name": "seed", "type": "INT", "widget": {"name": "seed"}, "link": link_id})
+    encoder["inputs"].append({"name": "text", "type": "STRING", "widget": {"name": "text"}, "link": link_id + 1})
+    workflow["nodes"] += [
+        {"id": first_id, "type": "PrimitiveNode", "mode": 0, "inputs": [], "widgets_values": [42, "fixed"],
+         "outputs": [{"name": "INT", "type": "INT", "links": [link_id], "widget": {"name": "seed"}}]},
+        {"id": first_id + 1, "type": "PrimitiveString", "mode": 0, "inputs": [], "widgets_values": ["a photo of a dog"],
+         "outputs": [{"name": "STRING", "type": "STRING", "links": [link_id + 1]}]},
+    ]
+    workflow["links"] += [[link_id, first_id, 0, inversion["id"], len(inversion["inputs"]) - 1, "INT"],
+                          [link_id + 1, first_id + 1, 0, encoder["id"], len(encoder["inputs"]) - 1, "STRING"]]
+    prompt = ui_to_api(workflow, object_info)
+    assert prompt[str(inversion["id"])]["inputs"]["seed"] == 42
+    assert prompt[str(encoder["id"])]["inputs"]["text"] == [str(first_id + 1), 0]
+    assert prompt[str(first_id + 1)] == {"class_type": "PrimitiveString", "inputs": {"value": "a photo of a dog"}}
+    assert str(first_id) not in prompt
+    assert validate(fast(prompt), object_info) == []
+
+
 def test_text_editing_workflow_uses_paper_defaults(object_info):
     prompt = ui_to_api(load_example("text_guided_editing"), object_info)
     samplers = [node["inputs"] for node in prompt.values() if node["class_type"] == "EditFriendlySampler"]
