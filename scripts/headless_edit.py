@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     parser.add_argument("--source", required=True, help="prompt describing the image as it is")
     parser.add_argument("--target", required=True, help="prompt describing the image as you want it")
     parser.add_argument("--out", required=True, help="PNG to write (input and edit side by side)")
-    parser.add_argument("--checkpoint", default=None, help="checkpoint file name in models/checkpoints (default: the first one)")
+    parser.add_argument("--checkpoint", default=None, help="checkpoint file name in models/checkpoints (default: the example's SD1.5 one if present, else the only one there)")
     parser.add_argument("--steps", type=int, default=None, help="inversion steps (default 100)")
     parser.add_argument("--skip", type=int, default=None, help="skip (default 36)")
     parser.add_argument("--cfg", type=float, default=None, help="target CFG (default 15)")
@@ -106,15 +106,14 @@ def main(argv=None) -> int:
                 time.sleep(0.5)
         if "EditFriendlyDDPMInversion" not in info:
             raise SystemExit(f"ComfyUI started without the Edit-Friendly DDPM nodes; see {log_path}")
+        workflow = json.loads(WORKFLOW.read_text())
         checkpoints = info["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0]
-        checkpoint = args.checkpoint or next((c for c in checkpoints if not c.startswith("tiny-")), None) or (checkpoints or [None])[0]
-        if checkpoint is None:
-            raise SystemExit("no checkpoint in ComfyUI's models/checkpoints")
+        checkpoint = args.checkpoint or choose_checkpoint(checkpoints, _named_checkpoint(workflow))
         if checkpoint.startswith("tiny-"):
             print(f"[edit] using {checkpoint}: seeded random weights, so the picture will be NOISE. Put a real SD1.5 "
                   "checkpoint into models/checkpoints for real edits.", file=sys.stderr)
 
-        prompt = ui_to_api(json.loads(WORKFLOW.read_text()), info)
+        prompt = ui_to_api(workflow, info)
         texts = {}
         for node_id, node in prompt.items():
             if node["class_type"] == "EditFriendlyDDPMInversion":
@@ -183,6 +182,29 @@ def main(argv=None) -> int:
             shutil.rmtree(work, ignore_errors=True)
         else:  # the messages above point at the log: keep it
             print(f"[edit] kept {work} (ComfyUI's log: {log_path})", file=sys.stderr)
+
+
+def choose_checkpoint(available: list[str], preferred: str | None) -> str:
+    """The checkpoint to edit with when none is named: the workflow's own, else the only real one, else the tiny one.
+
+    Several real checkpoints and none of them the workflow's: refused, since the example's settings suit SD1.5
+    and picking one by name order could pick an SDXL or Flux file.
+    """
+    real = [name for name in available if not name.startswith("tiny-")]
+    if preferred in available:
+        return preferred
+    if len(real) == 1:
+        return real[0]
+    if real:
+        raise SystemExit(f"several checkpoints and no --checkpoint: pass one of {', '.join(real)}")
+    if available:
+        return available[0]
+    raise SystemExit("no checkpoint in ComfyUI's models/checkpoints")
+
+
+def _named_checkpoint(workflow: dict) -> str | None:
+    loaders = [node for node in workflow["nodes"] if node["type"] == "CheckpointLoaderSimple"]
+    return loaders[0]["widgets_values"][0] if loaders else None
 
 
 def _exit_on_signal(number, frame):

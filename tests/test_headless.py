@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from comfy_server import COMFYUI, TINY_SD15, tiny_models
 from PIL import Image
 
@@ -71,3 +72,17 @@ def _cmdline(process: pathlib.Path) -> str:
         return (process / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
+
+
+def test_the_default_checkpoint_is_the_examples_or_the_only_one():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from headless_edit import choose_checkpoint
+
+    example = "v1-5-pruned-emaonly.safetensors"
+    assert choose_checkpoint(["a-sdxl.safetensors", example, "tiny-sd15.safetensors"], example) == example
+    assert choose_checkpoint(["my-sd15.safetensors", "tiny-sd15.safetensors"], example) == "my-sd15.safetensors"
+    assert choose_checkpoint(["tiny-sd15.safetensors"], example) == "tiny-sd15.safetensors"
+    with pytest.raises(SystemExit, match="pass one of a-sdxl.safetensors, b-flux.safetensors"):
+        choose_checkpoint(["a-sdxl.safetensors", "b-flux.safetensors"], example)
+    with pytest.raises(SystemExit, match="no checkpoint"):
+        choose_checkpoint([], example)
