@@ -112,10 +112,16 @@ fi
 # Headless Chromium for tests/test_browser.py: Debian's package, driven by Playwright (which
 # downloads no browser of its own). Only scripts/test.sh asks for it (EF_WITH_BROWSER=1); without it
 # those tests skip, and fail when CI=true.
-chromium_found() { [ -x "${EF_CHROMIUM:-/usr/bin/chromium}" ] || command -v chromium >/dev/null 2>&1; }
+# The same rule as tests/test_browser.py: EF_CHROMIUM if set (and only it), else Debian's chromium.
+chromium_found() {
+  if [ -n "${EF_CHROMIUM:-}" ]; then [ -x "$EF_CHROMIUM" ]; return; fi
+  [ -x /usr/bin/chromium ] || command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1
+}
 if [ "${EF_WITH_BROWSER:-0}" = 1 ] && { [ ! -f "$CACHE/.chromium-ok" ] || ! chromium_found; }; then
   if chromium_found; then
     touch "$CACHE/.chromium-ok"
+  elif [ -n "${EF_CHROMIUM:-}" ]; then
+    log "EF_CHROMIUM=$EF_CHROMIUM is not an executable; the browser tests need it (or unset EF_CHROMIUM)"
   elif ! command -v apt-get >/dev/null 2>&1; then
     log "apt-get is not available: install Chromium (or set EF_CHROMIUM to one) for the browser tests"
   else
