@@ -10,7 +10,14 @@ WEB_DIRECTORY = "./web"
 try:
     import comfy_api.latest  # noqa: F401  (present only inside a ComfyUI host)
 except ImportError:
-    pass
+    try:
+        import comfy  # noqa: F401  (a ComfyUI host, but one without the V3 node API)
+    except ImportError:
+        pass
+    else:
+        import logging
+
+        logging.warning("Edit-Friendly DDPM nodes not loaded: they need ComfyUI 0.3.75 or newer (comfy_api.latest, the V3 node API).")
 else:
     # ComfyUI imports this file as a package. A tool that loads it as a lone module (pytest does when the
     # checkout's folder name is not a Python identifier, e.g. "edit-friendly-ddpm") has no package to

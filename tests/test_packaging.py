@@ -56,6 +56,22 @@ def test_package_imports_outside_comfyui():
     assert result.stdout.strip() == "./web"
 
 
+def test_an_older_comfyui_without_the_v3_api_gets_a_clear_message(tmp_path):
+    # A stand-in for a ComfyUI before 0.3.75: its `comfy` package without `comfy_api` (no old release is here).
+    (tmp_path / "comfy").mkdir()
+    (tmp_path / "comfy" / "__init__.py").write_text("")
+    code = (
+        "import importlib.util, sys; "
+        f"spec = importlib.util.spec_from_file_location('pack', {str(ROOT / '__init__.py')!r}, submodule_search_locations=[{str(ROOT)!r}]); "
+        "module = importlib.util.module_from_spec(spec); sys.modules['pack'] = module; spec.loader.exec_module(module); "
+        "assert not hasattr(module, 'comfy_entrypoint')"
+    )
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"} | {"PYTHONPATH": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", code], cwd="/", env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "need ComfyUI 0.3.75 or newer" in result.stderr
+
+
 def publish_file_list():
     """What the Registry packs: the git-tracked files, minus what .comfyignore matches, plus what `includes` names."""
     def git_files(*options):
