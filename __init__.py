@@ -17,7 +17,7 @@ except ImportError:
     else:
         import logging
 
-        logging.warning("Edit-Friendly DDPM nodes not loaded: they need ComfyUI 0.3.75 or newer (comfy_api.latest, the V3 node API).")
+        logging.getLogger(__name__).warning("Edit-Friendly DDPM nodes not loaded: they need ComfyUI 0.3.75 or newer (comfy_api.latest, the V3 node API).")
 else:
     # ComfyUI imports this file as a package. A tool that loads it as a lone module (pytest does when the
     # checkout's folder name is not a Python identifier, e.g. "edit-friendly-ddpm") has no package to
