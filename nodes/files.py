@@ -29,8 +29,8 @@ def _inside(folder: str, path: str) -> bool:
 def save_to_output(noise_maps: NoiseMaps, filename_prefix: str) -> str:
     """Save to a new numbered file under the output folder; returns its path relative to that folder."""
     output_dir = folder_paths.get_output_directory()
-    name = os.path.basename(os.path.normpath(filename_prefix)) if filename_prefix.strip() else ""
-    if not name or name.startswith("."):
+    file_name = os.path.basename(os.path.normpath(filename_prefix)) if filename_prefix.strip() else ""
+    if not file_name or file_name.startswith("."):
         raise EditFriendlyInputError(f"filename_prefix {filename_prefix!r} needs a file name that does not start with '.', such as noise_maps/ef.")
     try:
         folder, name, counter, _, _ = folder_paths.get_save_image_path(filename_prefix, output_dir)

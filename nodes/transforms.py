@@ -151,7 +151,7 @@ def colour_noise_maps(
     steps = rule_steps(noise_maps.rule, noise_maps.scales, noise_maps.eta)  # the scales the replay multiplies the maps by
     first = int(round(start_percent * noise_maps.steps))
     last = min(int(round(end_percent * noise_maps.steps)), noise_maps.steps - 1)  # never the final residual
-    chosen = [i for i in range(first, last)]
+    chosen = range(first, last)
     if not chosen:
         raise ValueError(
             f"start_percent {start_percent:g} to end_percent {end_percent:g} holds no step of these {noise_maps.steps}-step maps "
