@@ -171,26 +171,64 @@ def _guider(model):
     return getattr(model, "inner_model", None)
 
 
-STEP_SENSITIVE_OPTIONS = ("sampler_cfg_function", "sampler_pre_cfg_function", "sampler_post_cfg_function")
+STEP_SENSITIVE_OPTIONS = (
+    "sampler_cfg_function", "sampler_pre_cfg_function", "sampler_post_cfg_function",
+    "sampler_calc_cond_batch_function", "model_function_wrapper", "context_handler",
+)
 """model_options entries that may look at one sigma per call or keep state between calls (APG's momentum,
-SkipLayerGuidance's sigma[0]); with any of them, or a transformer patch (Deep Shrink reads sigmas[0]), steps run alone."""
+SkipLayerGuidanceDiTSimple's sigma[0]); with any of them, or a transformer patch (Deep Shrink reads sigmas[0]),
+steps run alone."""
+STEP_SENSITIVE_WRAPPERS = ("predict_noise", "calc_cond_batch", "apply_model", "diffusion_model")
+"""ComfyUI wrapper types (patcher_extension.WrappersMP) that see every model call, such as EasyCache's cache."""
+BATCH_SAFE_WRAPPER_KEYS = ("torch.compile",)
+"""Wrapper keys known to compute the same per sample in any batch: ComfyUI's TorchCompileModel."""
 
 
-def _timestep_gates(model, extra_args) -> list | None:
+def _has_step_sensitive_wrapper(transformer_options: dict) -> bool:
+    wrappers = transformer_options.get("wrappers") or {}
+    return any(
+        functions and key not in BATCH_SAFE_WRAPPER_KEYS
+        for kind in STEP_SENSITIVE_WRAPPERS
+        for key, functions in (wrappers.get(kind) or {}).items()
+    )
+
+
+def _batch_of(value) -> int | None:
+    return value.shape[0] if isinstance(value, torch.Tensor) and value.ndim > 0 else None
+
+
+def _conditioning_follows_batch(cond: dict, batch: int) -> bool:
+    """Whether ComfyUI gives every step of a step-major batch the conditioning a one-step call gets.
+
+    ComfyUI cuts a cond mask or model input (a concat latent, an image embedding) to the call's batch and
+    repeats it cyclically, so one of batch size 1 or the latent's batch repeats per step alike; any other size
+    lands on other samples in a batch of several steps.
+    """
+    values = [cond.get("mask")]
+    for model_cond in (cond.get("model_conds") or {}).values():
+        inner = getattr(model_cond, "cond", None)
+        values.extend(inner if isinstance(inner, (list, tuple)) else [inner])
+    return all(_batch_of(value) in (None, 1, batch) for value in values)
+
+
+def _timestep_gates(model, extra_args, batch: int) -> list | None:
     """What decides, per step, which conditioning and ControlNets ComfyUI applies; None when steps must not share a batch.
 
     ComfyUI decides timestep ranges (ConditioningSetTimestepRange, ControlNet start/end) from the first
     sample's sigma only (`get_area_and_mult`, `ControlBase.get_control`), so a batch of several steps
-    must not straddle a range boundary. Hook keyframes, inpainting masks (denoise_mask) and model patches
-    (STEP_SENSITIVE_OPTIONS, transformer patches) depend on the sigma or on the call order in ways not
-    read here: with any of them, every step runs alone.
+    must not straddle a range boundary. Hook keyframes, inpainting masks (denoise_mask), model patches and
+    wrappers (STEP_SENSITIVE_OPTIONS, STEP_SENSITIVE_WRAPPERS, transformer patches) and conditioning of
+    another batch size depend on the sigma, the call order or the batch in ways not read here: with any of
+    them, every step runs alone.
     """
     if extra_args.get("denoise_mask") is not None:
         return None
     model_options = extra_args.get("model_options") or {}
     transformer_options = model_options.get("transformer_options") or {}
-    if any(model_options.get(name) for name in STEP_SENSITIVE_OPTIONS) or any(
-        transformer_options.get(name) for name in ("patches", "patches_replace")
+    if (
+        any(model_options.get(name) for name in STEP_SENSITIVE_OPTIONS)
+        or any(transformer_options.get(name) for name in ("patches", "patches_replace"))
+        or _has_step_sensitive_wrapper(transformer_options)
     ):
         return None
     gates = []
@@ -199,7 +237,7 @@ def _timestep_gates(model, extra_args) -> list | None:
         for cond in cond_list or ():
             if not isinstance(cond, dict):
                 continue
-            if cond.get("hooks") is not None:
+            if cond.get("hooks") is not None or not _conditioning_follows_batch(cond, batch):
                 return None
             gates.append((cond.get("timestep_start"), cond.get("timestep_end")))
             control = cond.get("control")
@@ -263,7 +301,7 @@ def sample_edit_friendly_inversion(
     s_in = x.new_ones([batch])
     if callable(parallel_steps):
         parallel_steps = parallel_steps(_base_model(model), tuple(x.shape), len(steps))
-    chunks = plan_chunks(sigmas_cpu, len(steps), parallel_steps, _timestep_gates(model, extra_args))
+    chunks = plan_chunks(sigmas_cpu, len(steps), parallel_steps, _timestep_gates(model, extra_args, batch))
 
     noisy_targets = draw_noisy_latents(x0, scales, seed)
     x = next(noisy_targets)

@@ -6,6 +6,7 @@ Tiny seeded models of every family, 8x12 latents and few steps, on the CPU.
 import json
 
 import comfy.model_management
+import comfy.patcher_extension
 import comfy.samplers
 import comfy_extras.nodes_custom_sampler as custom_sampler
 import pytest
@@ -201,24 +202,74 @@ def test_a_latent_noise_mask_replays_step_parallel_maps_exactly():
     assert (edited[..., :6] - latent["samples"][..., :6]).abs().mean() > 0.05
 
 
-@pytest.mark.parametrize("patch", ["apg", "sigma_gated", "input_block_patch"])
+def gated(sigma):
+    return 1.1 if sigma[0] > 2 else 1.0
+
+
+def gated_cond_batch(args):  # as SkipLayerGuidanceDiTSimple decides, from the first sample's sigma
+    outputs = comfy.samplers.calc_cond_batch(args["model"], args["conds"], args["input"], args["sigma"], args["model_options"])
+    return [None if out is None else out * gated(args["sigma"]) for out in outputs]
+
+
+def gated_unet_wrapper(apply_model, args):
+    return apply_model(args["input"], args["timestep"], **args["c"]) * gated(args["timestep"] / 250)
+
+
+def gated_diffusion_model_wrapper(executor, x, timesteps, *args, **kwargs):  # EasyCache's kind of wrapper
+    return executor(x, timesteps, *args, **kwargs) * gated(timesteps / 250)
+
+
+@pytest.mark.parametrize(
+    "patch", ["apg", "sigma_gated", "input_block_patch", "calc_cond_batch", "unet_wrapper", "diffusion_model_wrapper"]
+)
 def test_model_patches_that_look_at_one_sigma_or_keep_state_run_the_inversion_step_by_step(patch):
     tiny = tiny_models.sd15_eps(seed=0)
     latent, positive, negative = setup(tiny)
+    model = tiny.patcher.clone()
     if patch == "apg":  # ComfyUI's APG node with momentum: its running average is kept from one call to the next
         from comfy_extras.nodes_apg import APG
 
         (model,) = APG.execute(tiny.patcher, 1.0, 15.0, 0.5).result
     elif patch == "sigma_gated":  # decides from the first sample's sigma, as SkipLayerGuidance does
-        model = tiny.patcher.clone()
-        model.set_model_sampler_post_cfg_function(lambda args: args["denoised"] * (1.1 if args["sigma"][0] > 2 else 1.0))
-    else:  # a UNet block patch, as Deep Shrink sets, which reads transformer_options["sigmas"][0]
-        model = tiny.patcher.clone()
-        model.set_model_input_block_patch(lambda h, options: h * (1.1 if options["sigmas"][0] > 2 else 1.0))
+        model.set_model_sampler_post_cfg_function(lambda args: args["denoised"] * gated(args["sigma"]))
+    elif patch == "input_block_patch":  # as Deep Shrink sets, which reads transformer_options["sigmas"][0]
+        model.set_model_input_block_patch(lambda h, options: h * gated(options["sigmas"]))
+    elif patch == "calc_cond_batch":
+        model.set_model_sampler_calc_cond_batch_function(gated_cond_batch)
+    elif patch == "unet_wrapper":
+        model.set_model_unet_function_wrapper(gated_unet_wrapper)
+    else:
+        model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "gate", gated_diffusion_model_wrapper)
     one_step = pipeline.invert(model, positive, negative, latent, 10, 3.5, "karras", 1.0, 5)
     parallel = pipeline.invert(model, positive, negative, latent, 10, 3.5, "karras", 1.0, 5, parallel_steps=4)
     assert parallel.batches is None
     assert torch.equal(parallel.maps, one_step.maps)
+
+
+def test_torch_compile_wrapper_still_shares_batches():
+    tiny = tiny_models.sd15_eps(seed=0)
+    latent, positive, negative = setup(tiny)
+    model = tiny.patcher.clone()
+    # TorchCompileModel's key (compiling itself is too slow for a test): the same per sample in any batch.
+    model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, "torch.compile", lambda executor, *a, **k: executor(*a, **k))
+    maps = pipeline.invert(model, positive, negative, latent, 8, 3.5, "karras", 1.0, 5, parallel_steps=4)
+    assert maps.batches == ((0, 4), (4, 8))
+
+
+@pytest.mark.parametrize("mask_batch", [1, 2, 3])
+def test_a_conditioning_mask_of_another_batch_size_runs_the_inversion_step_by_step(mask_batch):
+    from nodes import ConditioningSetMask
+
+    tiny = tiny_models.sd15_eps(seed=0)
+    latent, positive, negative = setup(tiny)  # a batch of 2 latents
+    masks = torch.rand((mask_batch, 64, 96), generator=torch.Generator().manual_seed(4))
+    (masked,) = ConditioningSetMask().append(positive, masks, "default", 1.0)
+    one_step = pipeline.invert(tiny.patcher, masked, negative, latent, 8, 3.5, "karras", 1.0, 5)
+    parallel = pipeline.invert(tiny.patcher, masked, negative, latent, 8, 3.5, "karras", 1.0, 5, parallel_steps=4)
+    # A mask per latent (or one for all) repeats per step alike; three masks for two latents do not.
+    assert (parallel.batches is None) == (mask_batch == 3)
+    assert max_error(parallel.maps, one_step.maps) <= 1e-4
+    assert max_error(pipeline.regenerate(tiny.patcher, masked, negative, parallel, 3.5, 0), latent["samples"]) <= 1e-6
 
 
 def test_settling_takes_the_recorded_latent_only_within_rounding():

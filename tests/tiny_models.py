@@ -61,17 +61,32 @@ def _checkpoint_tensors(module: torch.nn.Module):
             yield name, buffer
 
 
-def counting_model_calls(patcher):
-    """A clone of `patcher` that records every UNet call (input shape, timesteps), through ComfyUI's own wrapper hook."""
+def _with_unet_hook(patcher, hook):
+    """A clone of `patcher` whose UNet forward goes through `hook(forward, x, timesteps, *args, **kwargs)`.
+
+    An object patch of the diffusion model's `forward`, so that it is on only while this clone is loaded
+    and, unlike a model_options wrapper, leaves the pack's batching as it would be without it.
+    """
     patched = patcher.clone()
+    unet = patcher.get_model_object("diffusion_model")
+    forward = type(unet).forward.__get__(unet)  # the class's own, not another loaded clone's patched one
+
+    def hooked(x, timesteps, *args, **kwargs):
+        return hook(forward, x, timesteps, *args, **kwargs)
+
+    patched.add_object_patch("diffusion_model.forward", hooked)
+    return patched
+
+
+def counting_model_calls(patcher):
+    """A clone of `patcher` that records every UNet call (input shape, timesteps)."""
     calls = []
 
-    def wrapper(apply_model, args):
-        calls.append((tuple(args["input"].shape), args["timestep"].detach().cpu()))
-        return apply_model(args["input"], args["timestep"], **args["c"])
+    def hook(forward, x, timesteps, *args, **kwargs):
+        calls.append((tuple(x.shape), timesteps.detach().cpu()))
+        return forward(x, timesteps, *args, **kwargs)
 
-    patched.set_model_unet_function_wrapper(wrapper)
-    return patched, calls
+    return _with_unet_hook(patcher, hook), calls
 
 
 def batch_dependent_rounding(patcher, relative=1e-3):
@@ -81,15 +96,13 @@ def batch_dependent_rounding(patcher, relative=1e-3):
     round a step's estimate differently in a step-parallel batch than alone (about 1e-3 relative on an H200).
     Like those kernels it is deterministic: the same inputs in the same batch shape give the same bits.
     """
-    patched = patcher.clone()
 
-    def wrapper(apply_model, args):
-        output = apply_model(args["input"], args["timestep"], **args["c"])
+    def hook(forward, x, timesteps, *args, **kwargs):
+        output = forward(x, timesteps, *args, **kwargs)
         wobble = torch.randn(output.shape, generator=torch.Generator().manual_seed(output.shape[0]), dtype=output.dtype)
         return output + relative * output.abs().amax() * wobble.to(output.device)
 
-    patched.set_model_unet_function_wrapper(wrapper)
-    return patched
+    return _with_unet_hook(patcher, hook)
 
 
 def _patcher(model: torch.nn.Module, seed: int, device: torch.device | None = None) -> comfy.model_patcher.ModelPatcher:
