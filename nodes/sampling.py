@@ -365,12 +365,46 @@ def replay_offset(noise_maps: NoiseMaps, sigmas: torch.Tensor) -> int:
     return skip
 
 
-def _check_replay_fits(model, noise_maps: NoiseMaps, x: torch.Tensor) -> None:
+SOURCE_LATENT_TOLERANCE = 1e-2
+"""How far (relative to its largest value) the sampler's latent may be from the maps' source: a bfloat16 copy is within it."""
+SEED_DEPENDENT_CONDITIONING = ("unclip_conditioning", "noise_augmentation")
+"""Conditioning keys whose model input ComfyUI draws from the sampler's seed (unCLIP, the x4 upscaler's augmentation)."""
+
+
+def _check_replay_fits(model, noise_maps: NoiseMaps, x: torch.Tensor, seed) -> None:
     inner = _base_model(model)
     check_maps_fit_model(noise_maps, ModelFingerprint.of(inner.model_sampling, inner.latent_format))
     if tuple(x.shape) != noise_maps.latent_shape:
+        hint = (
+            f" They hold {noise_maps.variations} variations of each latent: give the sampler the Edit-Friendly Sampler "
+            "(Custom Sampling) node's LATENT output, which has them all."
+            if noise_maps.variations > 1 else ""
+        )
         raise EditFriendlyInputError(
-            f"The latent given to the sampler has shape {tuple(x.shape)} but the noise maps are for {noise_maps.latent_shape}."
+            f"The latent given to the sampler has shape {tuple(x.shape)} but the noise maps are for {noise_maps.latent_shape}.{hint}"
+        )
+    # The replay starts from the maps' own latent, so any other latent (another sampler's output, another image)
+    # would be ignored without a word.
+    given = getattr(model, "latent_image", None)
+    if given is not None:
+        source = inner.process_latent_in(noise_maps.source_latent.to(given.device, torch.float32))
+        if (given.float() - source).abs().max() > SOURCE_LATENT_TOLERANCE * source.abs().max():
+            raise EditFriendlyInputError(
+                "The latent given to the sampler is not the one these noise maps were made from. The edit-friendly sampler "
+                "replays the inversion from its own start, so it cannot continue another sampler's output or edit another "
+                "image: connect the Edit-Friendly Sampler (Custom Sampling) node's LATENT output to latent_image."
+            )
+    if seed is not None and int(seed) != noise_maps.seed and any(
+        cond.get(key) not in (None, 0, 0.0)
+        for cond_list in (getattr(_guider(model), "conds", None) or {}).values()
+        for cond in cond_list or ()
+        if isinstance(cond, dict)
+        for key in SEED_DEPENDENT_CONDITIONING
+    ):
+        raise EditFriendlyInputError(
+            f"This conditioning (unCLIP or noise augmentation) draws noise from the sampler's seed, here {seed}, but the "
+            f"inversion used seed {noise_maps.seed}, so the source would not come back. Give SamplerCustomAdvanced a "
+            f"RandomNoise node with seed {noise_maps.seed} (the edit-friendly sampler does not use its noise)."
         )
 
 
@@ -444,7 +478,7 @@ def sample_edit_friendly(
         raise ValueError("sample_edit_friendly needs noise_maps")
     extra_args = {} if extra_args is None else extra_args
     check_rule(noise_maps, rule)
-    _check_replay_fits(model, noise_maps, x)
+    _check_replay_fits(model, noise_maps, x, extra_args.get("seed"))
     skip = replay_offset(noise_maps, sigmas)
     steps = rule_steps(noise_maps.rule, noise_maps.scales, noise_maps.eta)[skip:]
     keep_history = rule_keeps_history(noise_maps.rule)

@@ -256,10 +256,11 @@ def test_maps_for_another_family_are_refused_after_loading(eps, comfy_folders):
 # ---------------------------------------------------------------------------------------------- custom sampling
 
 
-def run_custom(guider, maps, skip, noise=None, sigmas=None):
-    sampler, own_sigmas, latent = EditFriendlySamplerCustom.execute(maps, skip).result
+def run_custom(guider, maps, skip, noise=None, sigmas=None, latent=None):
+    sampler, own_sigmas, own_latent = EditFriendlySamplerCustom.execute(maps, skip).result
     noise = noise or custom_sampler.DisableNoise.execute().result[0]
-    output = custom_sampler.SamplerCustomAdvanced.execute(noise, guider, sampler, own_sigmas if sigmas is None else sigmas, latent).result
+    sigmas = own_sigmas if sigmas is None else sigmas
+    output = custom_sampler.SamplerCustomAdvanced.execute(noise, guider, sampler, sigmas, own_latent if latent is None else latent).result
     return output[0]["samples"]
 
 
@@ -302,6 +303,42 @@ def test_sigmas_that_are_not_the_maps_are_refused(eps):
     (other,) = custom_sampler.BasicScheduler.execute(tiny.patcher, "karras", 10, 1.0).result
     with pytest.raises(ValueError, match="not a tail of the schedule"):
         run_custom(guider, maps, 0, sigmas=other)
+
+
+def test_a_latent_other_than_the_source_is_refused(eps):
+    tiny, latent, positive, negative, maps = eps
+    (guider,) = custom_sampler.CFGGuider.execute(tiny.patcher, positive, negative, 3.5).result
+    other_image = tiny_models.latent(tiny, batch=1, height=8, width=12, seed=7)
+    half_denoised = {"samples": latent["samples"] + 0.3 * torch.randn_like(latent["samples"])}  # as another sampler leaves it
+    for given in (other_image, half_denoised, {"samples": torch.zeros_like(latent["samples"])}):
+        with pytest.raises(EditFriendlyInputError, match="not the one these noise maps were made from"):
+            run_custom(guider, maps, 3, latent=given)
+    # The same latent in bfloat16 (as a half-precision graph hands it on) is still the source.
+    rounded = {"samples": latent["samples"].bfloat16()}
+    assert (run_custom(guider, maps, 3, latent=rounded) - latent["samples"]).abs().max().item() <= TOLERANCE
+
+
+def test_seed_dependent_conditioning_needs_the_inversions_seed(eps):
+    import node_helpers
+
+    tiny, latent, _, negative, _ = eps
+    # Stand-in for unCLIP (no tiny unCLIP model here): the key under which ComfyUI's unCLIP and upscale models
+    # draw their augmentation noise from the sampler's seed; the SD1.5 model itself ignores it.
+    positive = node_helpers.conditioning_set_values(tiny.conditioning(1), {"noise_augmentation": 0.1})
+    maps = pipeline.invert(tiny.patcher, positive, negative, latent, 6, 3.5, "ddim_uniform", 1.0, 5)
+    (guider,) = custom_sampler.CFGGuider.execute(tiny.patcher, positive, negative, 3.5).result
+    with pytest.raises(EditFriendlyInputError, match="RandomNoise node with seed 5"):
+        run_custom(guider, maps, 0)
+    (noise,) = custom_sampler.RandomNoise.execute(5).result
+    assert (run_custom(guider, maps, 0, noise=noise) - latent["samples"]).abs().max().item() <= TOLERANCE
+
+
+def test_a_latent_of_one_variation_is_told_to_use_the_nodes_latent(eps):
+    tiny, latent, positive, negative, _ = eps
+    maps = pipeline.invert(tiny.patcher, positive, negative, latent, 6, 3.5, "ddim_uniform", 1.0, 5, variations=2)
+    (guider,) = custom_sampler.CFGGuider.execute(tiny.patcher, positive, negative, 3.5).result
+    with pytest.raises(EditFriendlyInputError, match="2 variations of each latent"):
+        run_custom(guider, maps, 0, latent=latent)
 
 
 # ---------------------------------------------------------------------------------------------- masked edits
