@@ -24,7 +24,7 @@ def map_statistics(noise_maps: NoiseMaps, batch_index: int = 0) -> tuple[torch.T
 
     White noise would give std 1 and correlation 0; edit-friendly maps depart from both.
     """
-    flat = noise_maps.maps[:-1, batch_index].flatten(1).double()
+    flat = noise_maps.maps[:-1, batch_index].flatten(1).cpu().double()
     if flat.shape[0] == 0:  # a one-step inversion: only the residual
         return flat.new_zeros(0), flat.new_zeros(0)
     std = flat.std(dim=1)
@@ -45,8 +45,8 @@ def chosen_steps(steps: int, count: int) -> list[int]:
 def _to_rgb(latent: torch.Tensor, factors) -> torch.Tensor:
     """[C, H, W] map to [3, H, W] through the preview projection, or its first channels if there is none."""
     if factors is not None:
-        return torch.einsum("chw,cr->rhw", latent.float(), torch.tensor(factors, dtype=torch.float32))
-    channels = latent[:3].float()
+        return torch.einsum("chw,cr->rhw", latent.cpu().float(), torch.tensor(factors, dtype=torch.float32))
+    channels = latent[:3].cpu().float()
     return torch.cat([channels, channels[-1:].expand(3 - channels.shape[0], -1, -1)]) if channels.shape[0] < 3 else channels
 
 

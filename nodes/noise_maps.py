@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 
 import torch
 
@@ -32,6 +33,9 @@ class ModelFingerprint:
     latent_format: str
     """Name of the latent format class, such as SD15, SDXL, SD3 or Flux."""
     latent_channels: int
+    timesteps: str = ""
+    """Short digest of the timesteps the model is given for a few sigmas (ModelSamplingAuraFlow and SD3 share a sigma
+    table but not this); empty in maps saved before it existed, which then match on the other fields alone."""
 
     @staticmethod
     def of(model_sampling, latent_format) -> ModelFingerprint:
@@ -41,6 +45,7 @@ class ModelFingerprint:
             schedule=_schedule_digest(model_sampling),
             latent_format=type(latent_format).__name__,
             latent_channels=int(latent_format.latent_channels),
+            timesteps=_timesteps_digest(model_sampling),
         )
 
     def describe(self) -> str:
@@ -48,16 +53,15 @@ class ModelFingerprint:
 
     def mismatch(self, other: ModelFingerprint) -> str | None:
         """A sentence saying how `other` differs from this fingerprint, or None when they match."""
-        differences = [
-            f"{name}: maps have {mine}, model has {theirs}"
-            for name, mine, theirs in (
-                ("latent format", self.latent_format, other.latent_format),
-                ("latent channels", self.latent_channels, other.latent_channels),
-                ("prediction type", self.prediction, other.prediction),
-                ("noise schedule", self.schedule, other.schedule),
-            )
-            if mine != theirs
+        pairs = [
+            ("latent format", self.latent_format, other.latent_format),
+            ("latent channels", self.latent_channels, other.latent_channels),
+            ("prediction type", self.prediction, other.prediction),
+            ("noise schedule", self.schedule, other.schedule),
         ]
+        if self.timesteps and other.timesteps:  # empty in maps saved before it was recorded
+            pairs.append(("timestep mapping", self.timesteps, other.timesteps))
+        differences = [f"{name}: maps have {mine}, model has {theirs}" for name, mine, theirs in pairs if mine != theirs]
         return "; ".join(differences) or None
 
 
@@ -73,13 +77,26 @@ def _prediction_name(model_sampling) -> str:
     return type(model_sampling).__name__
 
 
+def _digest(values: torch.Tensor) -> str:
+    # To the CPU before float64, which some devices (MPS) do not have.
+    rounded = torch.round(values.detach().cpu().double() * 1e5).to(torch.int64).numpy().tobytes()
+    return hashlib.sha256(rounded).hexdigest()[:12]
+
+
 def _schedule_digest(model_sampling) -> str:
     table = getattr(model_sampling, "sigmas", None)
     if not isinstance(table, torch.Tensor):
         probe = torch.linspace(0.0, 1.0, 33)
         table = model_sampling.sigma(probe * 999.0) if hasattr(model_sampling, "sigma") else probe
-    rounded = torch.round(table.detach().double().cpu() * 1e5).to(torch.int64).numpy().tobytes()
-    return hashlib.sha256(rounded).hexdigest()[:12]
+    return _digest(table)
+
+
+def _timesteps_digest(model_sampling) -> str:
+    if not all(hasattr(model_sampling, name) for name in ("timestep", "sigma_min", "sigma_max")):
+        return ""
+    low, high = float(model_sampling.sigma_min), float(model_sampling.sigma_max)
+    probe = torch.tensor([low, math.sqrt(low * high), high], dtype=torch.float32)
+    return _digest(model_sampling.timestep(probe).float())
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

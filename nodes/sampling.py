@@ -41,7 +41,7 @@ class PosteriorStep:
 
 def signal_and_noise_scales(model_sampling, sigmas: torch.Tensor) -> torch.Tensor:
     """(a(s), b(s)) for every sigma, read from the model's own noise_scaling, as float64 [len, 2]."""
-    s = sigmas.detach().double().cpu()
+    s = sigmas.detach().cpu().double()
     ones, zeros = torch.ones_like(s), torch.zeros_like(s)
     a = model_sampling.noise_scaling(s, zeros, ones)
     b = model_sampling.noise_scaling(s, ones, zeros)

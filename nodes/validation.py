@@ -89,9 +89,14 @@ def check_maps_fit_model(noise_maps: NoiseMaps, fingerprint: ModelFingerprint) -
     check_maps(noise_maps)
     difference = noise_maps.fingerprint.mismatch(fingerprint)
     if difference is not None:
+        hint = (
+            " A ModelSampling node (Discrete, SD3, Flux, AuraFlow...) with another type or shift on one side only gives "
+            "another schedule: use the same one for the inversion and the edit."
+            if "schedule" in difference or "timestep" in difference else ""
+        )
         raise EditFriendlyInputError(
             "These noise maps were made with another model family or schedule and cannot be replayed on this "
-            f"model ({difference}). Invert the image with the same model you sample with."
+            f"model ({difference}). Invert the image with the same model you sample with.{hint}"
         )
     return noise_maps
 

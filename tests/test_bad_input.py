@@ -1,12 +1,16 @@
 """Every bad input gets a clear error before any model call, and no input is ever modified."""
 
+import copy
+import dataclasses
+
+import comfy.latent_formats
 import comfy.model_management
 import comfy.samplers
 import comfy_extras.nodes_model_advanced as model_advanced
 import pytest
 import tiny_models
 import torch
-from edit_friendly_ddpm.nodes import pipeline
+from edit_friendly_ddpm.nodes import pipeline, sampling
 from edit_friendly_ddpm.nodes.comfy_nodes import EditFriendlyNoiseMapTransform
 from edit_friendly_ddpm.nodes.validation import EditFriendlyInputError, check_sigmas
 from tiny_models import counting_model_calls
@@ -129,6 +133,40 @@ def test_maps_from_another_schedule_are_refused(eps):
     (zero_snr,) = model_advanced.ModelSamplingDiscrete().patch(tiny.patcher, "eps", True)
     with pytest.raises(EditFriendlyInputError, match="noise schedule"):
         pipeline.regenerate(zero_snr, tiny.conditioning(1), tiny.conditioning(2), maps, 3.5, 0)
+
+
+def test_a_model_given_other_timesteps_for_the_same_sigmas_is_refused():
+    sd3 = tiny_models.sd3_flow(seed=0)
+    latent = tiny_models.latent(sd3, height=8, width=8, seed=1)
+    positive, negative = sd3.conditioning(1), sd3.conditioning(2)
+    shift = float(sd3.patcher.get_model_object("model_sampling").shift)
+    maps = pipeline.invert(sd3.patcher, positive, negative, latent, 4, 3.5, "simple", 1.0, 0)
+    # AuraFlow's node keeps SD3's sigma table at the same shift but gives the model sigma, not 1000 sigma.
+    (aura,) = model_advanced.ModelSamplingAuraFlow().patch_aura(sd3.patcher, shift)
+    with pytest.raises(EditFriendlyInputError, match="timestep mapping") as error:
+        pipeline.regenerate(aura, positive, negative, maps, 3.5, 0)
+    assert "ModelSampling node" in str(error.value)
+    # Maps saved before the timestep digest existed match on the other fields, as they did then.
+    older = dataclasses.replace(maps, fingerprint=dataclasses.replace(maps.fingerprint, timesteps=""))
+    assert (pipeline.regenerate(sd3.patcher, positive, negative, older, 3.5, 0) - latent["samples"]).abs().max() <= 1e-5
+
+
+def test_fingerprints_read_device_tables_without_float64_on_the_device():
+    class NoFloat64(torch.Tensor):  # stands in for a table on an MPS device, which has no float64
+        def double(self, *args, **kwargs):
+            raise TypeError("Cannot convert a MPS Tensor to float64")
+
+        def cpu(self, *args, **kwargs):
+            return self.as_subclass(torch.Tensor).clone()
+
+    model_sampling = tiny_models.sd15_eps(seed=0).patcher.get_model_object("model_sampling")
+    expected = pipeline.ModelFingerprint.of(model_sampling, comfy.latent_formats.SD15())
+    on_device = copy.deepcopy(model_sampling)
+    on_device.sigmas = on_device.sigmas.as_subclass(NoFloat64)
+    on_device.log_sigmas = on_device.log_sigmas.as_subclass(NoFloat64)
+    assert pipeline.ModelFingerprint.of(on_device, comfy.latent_formats.SD15()) == expected
+    scales = sampling.signal_and_noise_scales(model_sampling, on_device.sigmas[::100])
+    assert torch.equal(scales, sampling.signal_and_noise_scales(model_sampling, model_sampling.sigmas[::100]))
 
 
 def test_something_else_wired_as_noise_maps_is_refused(eps):
