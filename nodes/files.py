@@ -1,6 +1,8 @@
 """Noise-map files in ComfyUI's folders: numbered saves to the output folder, loads from the input folder.
 
 No path may leave those folders: names are resolved and checked against the folder's real path.
+Names are relative to the folder and always use '/', on Windows too, so a workflow that names a file
+works on every system; a name with '\\' (a workflow saved by an older version on Windows) is read as '/'.
 """
 
 from __future__ import annotations
@@ -18,6 +20,11 @@ SUFFIX = ".safetensors"
 SUBFOLDER = "noise_maps"
 
 
+def portable_name(name: str) -> str:
+    """`name` with '/' as its only separator: how files are listed, returned and resolved everywhere."""
+    return name.replace("\\", "/")
+
+
 def _inside(folder: str, path: str) -> bool:
     folder, path = os.path.realpath(folder), os.path.realpath(path)
     try:
@@ -29,6 +36,7 @@ def _inside(folder: str, path: str) -> bool:
 def save_to_output(noise_maps: NoiseMaps, filename_prefix: str) -> str:
     """Save to a new numbered file under the output folder; returns its path relative to that folder."""
     output_dir = folder_paths.get_output_directory()
+    filename_prefix = portable_name(filename_prefix)  # "noise_maps\\ef" from Windows names the same folder everywhere
     file_name = os.path.basename(os.path.normpath(filename_prefix)) if filename_prefix.strip() else ""
     if not file_name or file_name.startswith("."):
         raise EditFriendlyInputError(f"filename_prefix {filename_prefix!r} needs a file name that does not start with '.', such as noise_maps/ef.")
@@ -46,7 +54,7 @@ def save_to_output(noise_maps: NoiseMaps, filename_prefix: str) -> str:
         except FileExistsError:
             counter += 1
             continue
-        return os.path.relpath(path, output_dir)
+        return portable_name(os.path.relpath(path, output_dir))
 
 
 def input_files() -> list[str]:
@@ -56,12 +64,13 @@ def input_files() -> list[str]:
     for sub in ("", SUBFOLDER):
         folder = os.path.join(input_dir, sub)
         if os.path.isdir(folder):
-            found += [os.path.join(sub, f) if sub else f for f in os.listdir(folder) if f.endswith(SUFFIX) and not f.startswith(".")]
+            found += [f"{sub}/{f}" if sub else f for f in os.listdir(folder) if f.endswith(SUFFIX) and not f.startswith(".")]
     return sorted(name for name in found if input_file_problem(name) is None)  # only files that can be opened
 
 
 def _resolve(name: str) -> str:
     input_dir = folder_paths.get_input_directory()
+    name = portable_name(name)
     path = os.path.join(input_dir, name)
     if os.path.isabs(name) or not _inside(input_dir, path):
         raise EditFriendlyInputError(f"{name!r} is not a file inside the input folder.")

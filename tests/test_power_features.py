@@ -65,6 +65,25 @@ def test_save_load_round_trip_regenerates_exactly(eps, comfy_folders):
     assert (regenerated - latent["samples"]).abs().max().item() <= TOLERANCE
 
 
+def test_file_names_use_forward_slashes_and_a_name_saved_on_windows_still_works(eps, comfy_folders):
+    # A workflow saved on Windows names its files with backslashes; on every system the pack lists and
+    # returns names with '/', and reads a '\\' in a name (or a prefix) as '/'.
+    saved = EditFriendlySaveNoiseMaps.execute(eps[4], "noise_maps\\win").ui["text"]
+    assert saved == ["noise_maps/win_00001_.safetensors"]
+    written = comfy_folders / "output" / "noise_maps" / "win_00001_.safetensors"
+    assert list((comfy_folders / "output").rglob("*.safetensors")) == [written]
+    (comfy_folders / "input" / "noise_maps").mkdir()
+    written.rename(comfy_folders / "input" / "noise_maps" / written.name)
+    assert files.input_files() == ["noise_maps/win_00001_.safetensors"]
+    windows_name = "noise_maps\\win_00001_.safetensors"
+    assert EditFriendlyLoadNoiseMaps.validate_inputs(windows_name) is True
+    (loaded,) = EditFriendlyLoadNoiseMaps.execute(windows_name).result
+    assert torch.equal(loaded.maps, eps[4].maps)
+    assert EditFriendlyLoadNoiseMaps.fingerprint_inputs(windows_name).endswith(
+        EditFriendlyLoadNoiseMaps.fingerprint_inputs("noise_maps/win_00001_.safetensors").split(":")[-1]
+    )
+
+
 def test_saving_never_overwrites_a_file(eps, comfy_folders):
     maps = eps[4]
     folder = comfy_folders / "output"
@@ -77,14 +96,14 @@ def test_saving_never_overwrites_a_file(eps, comfy_folders):
         serialization.save(maps, str(folder / "keep_00002_.safetensors"))
 
 
-@pytest.mark.parametrize("prefix", ["../escape", "/tmp/abs/escape", "noise_maps/../../escape"])
+@pytest.mark.parametrize("prefix", ["../escape", "/tmp/abs/escape", "noise_maps/../../escape", "..\\escape", "noise_maps\\..\\..\\escape"])
 def test_save_paths_cannot_leave_the_output_folder(eps, comfy_folders, prefix):
     with pytest.raises(EditFriendlyInputError):
         EditFriendlySaveNoiseMaps.execute(eps[4], prefix)
     assert not (comfy_folders / "escape_00001_.safetensors").exists()
 
 
-@pytest.mark.parametrize("prefix", ["", "  ", ".", ".hidden", "noise_maps/.hidden"])
+@pytest.mark.parametrize("prefix", ["", "  ", ".", ".hidden", "noise_maps/.hidden", "noise_maps\\.hidden"])
 def test_save_needs_a_visible_file_name(eps, comfy_folders, prefix):
     with pytest.raises(EditFriendlyInputError, match="needs a file name"):
         EditFriendlySaveNoiseMaps.execute(eps[4], prefix)
@@ -115,7 +134,13 @@ def test_a_file_changed_in_place_is_reloaded_even_with_the_same_size_and_time(ep
     assert EditFriendlyLoadNoiseMaps.fingerprint_inputs("maps.safetensors") == EditFriendlyLoadNoiseMaps.fingerprint_inputs("maps.safetensors")
 
 
-@pytest.mark.parametrize("name", ["../output/x.safetensors", "/etc/passwd", "noise_maps/../../x.safetensors", "missing.safetensors"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../output/x.safetensors", "/etc/passwd", "noise_maps/../../x.safetensors", "missing.safetensors",
+        "..\\output\\x.safetensors", "\\etc\\passwd", "noise_maps\\..\\..\\output\\x.safetensors",
+    ],
+)
 def test_load_paths_cannot_leave_the_input_folder(comfy_folders, name):
     (comfy_folders / "output" / "x.safetensors").write_bytes(b"0")
     assert isinstance(EditFriendlyLoadNoiseMaps.validate_inputs(name), str)
