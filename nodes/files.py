@@ -8,9 +8,11 @@ works on every system; a name with '\\' (a workflow saved by an older version on
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 
 import folder_paths
+from comfy.cli_args import args
 
 from . import serialization
 from .noise_maps import NoiseMaps
@@ -33,7 +35,18 @@ def _inside(folder: str, path: str) -> bool:
         return False
 
 
-def save_to_output(noise_maps: NoiseMaps, filename_prefix: str) -> str:
+def workflow_metadata(prompt, extra_pnginfo) -> dict[str, str] | None:
+    """The prompt and workflow to store in a saved file, as ComfyUI's SaveLatent stores them (JSON strings under
+    "prompt" and each extra_pnginfo key); None when ComfyUI runs with --disable-metadata."""
+    if args.disable_metadata:
+        return None
+    metadata = {"prompt": json.dumps(prompt) if prompt is not None else ""}
+    for key in extra_pnginfo or {}:
+        metadata[key] = json.dumps(extra_pnginfo[key])
+    return metadata
+
+
+def save_to_output(noise_maps: NoiseMaps, filename_prefix: str, extra_metadata: dict[str, str] | None = None) -> str:
     """Save to a new numbered file under the output folder; returns its path relative to that folder."""
     output_dir = folder_paths.get_output_directory()
     filename_prefix = portable_name(filename_prefix)  # "noise_maps\\ef" from Windows names the same folder everywhere
@@ -50,7 +63,7 @@ def save_to_output(noise_maps: NoiseMaps, filename_prefix: str) -> str:
     while True:
         path = os.path.join(folder, f"{name}_{counter:05}_{SUFFIX}")
         try:
-            serialization.save(noise_maps, path)
+            serialization.save(noise_maps, path, extra_metadata)
         except FileExistsError:
             counter += 1
             continue

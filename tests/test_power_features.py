@@ -7,11 +7,14 @@ import struct
 import subprocess
 import sys
 
+import comfy.cli_args
 import comfy_extras.nodes_custom_sampler as custom_sampler
 import folder_paths
 import pytest
+import safetensors
 import tiny_models
 import torch
+from comfy_api.latest import io
 from edit_friendly_ddpm.nodes import files, pipeline, serialization
 from edit_friendly_ddpm.nodes.comfy_nodes import EditFriendlyLoadNoiseMaps, EditFriendlySamplerCustom, EditFriendlySaveNoiseMaps
 from edit_friendly_ddpm.nodes.validation import EditFriendlyInputError
@@ -82,6 +85,40 @@ def test_file_names_use_forward_slashes_and_a_name_saved_on_windows_still_works(
     assert EditFriendlyLoadNoiseMaps.fingerprint_inputs(windows_name).endswith(
         EditFriendlyLoadNoiseMaps.fingerprint_inputs("noise_maps/win_00001_.safetensors").split(":")[-1]
     )
+
+
+def saved_metadata(path) -> dict:
+    with safetensors.safe_open(str(path), framework="pt") as handle:
+        return handle.metadata()
+
+
+def test_saved_file_keeps_the_prompt_and_workflow_unless_metadata_is_disabled(eps, comfy_folders, monkeypatch):
+    # As ComfyUI's SaveLatent: JSON strings under "prompt" and each extra_pnginfo key; the loader ignores them.
+    prompt = {"7": {"class_type": "EditFriendlySaveNoiseMaps", "inputs": {"filename_prefix": "meta", "noise_maps": ["6", 0]}}}
+    workflow = {"nodes": [{"id": 7, "type": "EditFriendlySaveNoiseMaps"}], "links": [], "version": 0.4}
+    hidden = {io.Hidden.prompt: prompt, io.Hidden.extra_pnginfo: {"workflow": workflow, "format": "not a noise-maps marker"}}
+    node = EditFriendlySaveNoiseMaps.PREPARE_CLASS_CLONE(hidden)  # what ComfyUI's executor runs
+    assert {"prompt": ("PROMPT",), "extra_pnginfo": ("EXTRA_PNGINFO",)}.items() <= EditFriendlySaveNoiseMaps.INPUT_TYPES()["hidden"].items()
+    (name,) = node.execute(eps[4], "meta").ui["text"]
+    metadata = saved_metadata(comfy_folders / "output" / name)
+    assert json.loads(metadata["prompt"]) == prompt and json.loads(metadata["workflow"]) == workflow
+    assert metadata["format"] == serialization.FORMAT_NAME  # a key of the workflow's never replaces the maps' own
+    loaded = serialization.load(str(comfy_folders / "output" / name))
+    assert torch.equal(loaded.maps, eps[4].maps) and loaded.seed == eps[4].seed
+
+    monkeypatch.setattr(comfy.cli_args.args, "disable_metadata", True)
+    (name,) = node.execute(eps[4], "meta").ui["text"]
+    metadata = saved_metadata(comfy_folders / "output" / name)
+    assert not {"prompt", "workflow"} & set(metadata) and metadata["format"] == serialization.FORMAT_NAME
+    assert torch.equal(serialization.load(str(comfy_folders / "output" / name)).maps, eps[4].maps)
+
+
+def test_a_workflow_too_large_for_the_header_is_left_out_and_the_file_still_loads(eps, tmp_path):
+    huge = {"prompt": "{}", "workflow": json.dumps("x" * serialization.MAX_HEADER_BYTES)}
+    path = tmp_path / "huge.safetensors"
+    serialization.save(eps[4], str(path), huge)
+    assert not {"prompt", "workflow"} & set(saved_metadata(path))
+    assert torch.equal(serialization.load(str(path)).maps, eps[4].maps)
 
 
 def test_saving_never_overwrites_a_file(eps, comfy_folders):
@@ -172,6 +209,7 @@ def hostile_variants(good: bytes):
     yield "newer format", rewrite_header(good, lambda h: h["__metadata__"].update(format_version="99"))
     yield "not our format", rewrite_header(good, lambda h: h["__metadata__"].update(format="something-else"))
     yield "no metadata", rewrite_header(good, lambda h: h.pop("__metadata__"))
+    yield "a prompt and workflow but no marker", rewrite_header(good, lambda h: h.update(__metadata__={"prompt": "{}", "workflow": "{}"}))
     yield "metadata missing eta", rewrite_header(good, lambda h: h["__metadata__"].pop("eta"))
     yield "eta out of range", rewrite_header(good, lambda h: h["__metadata__"].update(eta="7"))
     yield "unknown rule", rewrite_header(good, lambda h: h["__metadata__"].update(rule="mystery"))
