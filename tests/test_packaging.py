@@ -28,6 +28,20 @@ def test_pyproject_has_the_registry_fields():
         assert key in comfy, key
 
 
+def test_pyproject_keys_are_the_ones_comfyuis_parser_reads():
+    # comfy_config mirrors the Registry's parser: a URL key it does not know (such as "Bug Tracker") is dropped,
+    # and an empty Icon would be an icon of "".
+    from comfy_config import config_parser, types
+
+    known = {field.alias for field in types.URLs.model_fields.values()}
+    urls = PYPROJECT["project"]["urls"]
+    assert set(urls) <= known, f"unknown [project.urls] keys {sorted(set(urls) - known)}; comfy_config reads {sorted(known)}"
+    assert all(value for value in PYPROJECT["tool"]["comfy"].values()), "an empty [tool.comfy] value"
+    parsed = config_parser.extract_node_configuration(str(ROOT))
+    assert parsed.project.urls.issues == urls["Issues"] and parsed.project.urls.issues.endswith("/issues")
+    assert parsed.project.urls.repository == urls["Repository"]
+
+
 def test_requires_comfyui_is_the_version_the_tests_run_on():
     comfyui = pathlib.Path(os.environ.get("EF_COMFYUI", ROOT / ".cache" / "ComfyUI"))
     tested = re.search(r'__version__ = "([^"]+)"', (comfyui / "comfyui_version.py").read_text()).group(1)
