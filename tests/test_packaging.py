@@ -115,6 +115,16 @@ def test_publish_list_holds_everything_needed_at_run_time():
     assert "docs/math.md" in names
 
 
+def test_publish_list_leaves_out_development_files():
+    # The set-up, test and headless scripts pip-install packages and start subprocesses: not for custom_nodes.
+    names = {str(f) for f in publish_file_list()}
+    development = {"pytest.ini", "requirements-dev.txt"} | {
+        p.relative_to(ROOT).as_posix() for folder in ("scripts", ".ci", "tests", "benchmarks") for p in (ROOT / folder).rglob("*") if p.is_file()
+    }
+    assert any(name.startswith("scripts/") for name in development)
+    assert not development & names, sorted(development & names)
+
+
 def run_setup(cache: pathlib.Path) -> subprocess.CompletedProcess:
     """scripts/setup.sh with its cache at `cache`, its printed paths read back through eval as the scripts do."""
     command = 'set -euo pipefail; paths=$("$0/scripts/setup.sh"); eval "$paths"; printf "%s\\n" "$EF_PYTHON" "$EF_COMFYUI"'
