@@ -329,11 +329,21 @@ def test_skip_limit_follows_connected_inversion(page):
     _settle(page)
     assert _skip_state(page)["max"] == 19
 
-    # Disconnected, removed or half-built graphs fall back to the widget's own limit, without errors.
+    # Disconnected, removed or half-built graphs fall back to the widget's own limit, read from the node
+    # definition the server gives (not a copy of it in the script), without errors.
     page.evaluate("() => efTest.transform.disconnectInput(0)")
     _settle(page)
     state = _skip_state(page)
-    assert state["max"] == 999 and state["label"] == "skip", state
+    defined = page.evaluate("async () => (await (await fetch('api/object_info/EditFriendlySampler')).json()).EditFriendlySampler")
+    assert state["max"] == defined["input"]["required"]["skip"][1]["max"] and state["label"] == "skip", state
+    read = page.evaluate(
+        f"""async () => {{
+            const {{ skipMaxFromNodeDef }} = await import('/extensions/{PACK_FOLDER}/js/edit_friendly.js');
+            return [skipMaxFromNodeDef({{ input: {{ required: {{ skip: ['INT', {{ min: 0, max: 499 }}] }} }} }}),
+                    skipMaxFromNodeDef({{ input: {{ required: {{}} }} }}), skipMaxFromNodeDef(undefined)];
+        }}"""
+    )
+    assert read == [499, 999, 999], read
     page.evaluate("() => { app.graph.remove(efTest.inversion); app.graph.remove(efTest.transform); }")
     _settle(page)
     page.evaluate("() => { app.graph.remove(efTest.sampler); app.canvas.draw(true, true); }")
