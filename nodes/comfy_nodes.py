@@ -219,7 +219,8 @@ class EditFriendlySaveNoiseMaps(io.ComfyNode):
     """Saves noise maps to ComfyUI's output folder as a safetensors file, so an inversion can be reused later.
 
     Files are numbered and never overwrite an existing file. Move or copy a file into the input
-    folder to load it with Load Noise Maps.
+    folder to load it with Load Noise Maps. Like ComfyUI's own save nodes, the file keeps the prompt and
+    workflow in its metadata unless ComfyUI runs with --disable-metadata.
     """
 
     @classmethod
@@ -235,12 +236,15 @@ class EditFriendlySaveNoiseMaps(io.ComfyNode):
                 io.String.Input("filename_prefix", default="noise_maps/ef", tooltip="Name (and subfolder) under the output folder; a counter is appended."),
             ],
             outputs=[],
+            hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo],
         )
 
     @classmethod
     def execute(cls, noise_maps, filename_prefix) -> io.NodeOutput:
         check_maps(noise_maps)
-        path = files.save_to_output(noise_maps, filename_prefix)
+        hidden = cls.hidden  # None when called outside ComfyUI's executor
+        metadata = files.workflow_metadata(getattr(hidden, "prompt", None), getattr(hidden, "extra_pnginfo", None))
+        path = files.save_to_output(noise_maps, filename_prefix, metadata)
         return io.NodeOutput(ui={"text": [path]})
 
 

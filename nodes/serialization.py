@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import struct
@@ -23,7 +24,8 @@ FORMAT_NAME = "edit-friendly-ddpm/noise-maps"
 FORMAT_VERSION = 2
 """Version 2 added the optional tensor `source_denoised` (rule dpmpp_2m_sde). Files without it are still
 written as version 1, so older versions of the pack keep reading ddpm maps."""
-MAX_HEADER_BYTES = 1 << 20
+MAX_HEADER_BYTES = 16 << 20
+"""The maps' own header is a few KiB; the rest is room for the prompt and workflow saved with them."""
 MAX_FILE_BYTES = 16 << 30
 """Far above any real set of maps (Flux at 2048 px, 1000 steps, is about 8 GiB); anything larger is not ours."""
 
@@ -44,8 +46,13 @@ class NoiseMapsFileError(EditFriendlyInputError):
     """A noise-maps file that cannot be used; the message says why."""
 
 
-def to_bytes(maps: NoiseMaps) -> bytes:
-    """The safetensors encoding of `maps`, metadata included."""
+def to_bytes(maps: NoiseMaps, extra_metadata: dict[str, str] | None = None) -> bytes:
+    """The safetensors encoding of `maps`, metadata included.
+
+    `extra_metadata` (string keys and values, such as the prompt and workflow) is stored beside the maps'
+    own keys, which it never replaces; the loader ignores it. If it would make the header larger than the
+    loader accepts, the file is written without it.
+    """
     tensors = {name: getattr(maps, name).detach().cpu().contiguous() for name in _TENSORS}
     tensors["sigmas"] = tensors["sigmas"].float()
     tensors["scales"] = tensors["scales"].double()
@@ -68,12 +75,20 @@ def to_bytes(maps: NoiseMaps) -> bytes:
         # Optional keys: an older pack ignores them and replays one step at a time.
         metadata["batches"] = json.dumps([list(batch) for batch in maps.batches])
         metadata["conditioning_digest"] = maps.conditioning_digest or ""
+    if extra_metadata:
+        extra = {str(key): str(value) for key, value in extra_metadata.items() if key not in metadata}
+        data = safetensors.torch.save(tensors, metadata={**extra, **metadata})
+        if struct.unpack("<Q", data[:8])[0] <= MAX_HEADER_BYTES:
+            return data
+        logging.getLogger(__name__).warning(
+            "Noise maps saved without their prompt and workflow: with them the file's header would exceed %d MiB.", MAX_HEADER_BYTES >> 20
+        )
     return safetensors.torch.save(tensors, metadata=metadata)
 
 
-def save(maps: NoiseMaps, path: str) -> None:
+def save(maps: NoiseMaps, path: str, extra_metadata: dict[str, str] | None = None) -> None:
     """Write `maps` to a new file at `path`; raises FileExistsError rather than overwrite anything."""
-    data = to_bytes(maps)
+    data = to_bytes(maps, extra_metadata)
     with open(path, "xb") as handle:  # exclusive create: an existing file is never replaced
         try:
             handle.write(data)

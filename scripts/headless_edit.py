@@ -30,6 +30,9 @@ sys.path.insert(0, str(HERE))
 from workflow_api import ui_to_api, validate, with_overrides  # noqa: E402
 
 WORKFLOW = ROOT / "example_workflows" / "text_guided_editing.json"
+# The same SD1.5 weights under the name earlier versions of the examples used (full precision rather than
+# the fp16 file the examples name now): taken when the example's own file is not installed.
+SD15_OTHER_NAMES = ("v1-5-pruned-emaonly.safetensors",)
 
 
 def _get(url, timeout=30):
@@ -185,14 +188,16 @@ def main(argv=None) -> int:
 
 
 def choose_checkpoint(available: list[str], preferred: str | None) -> str:
-    """The checkpoint to edit with when none is named: the workflow's own, else the only real one, else the tiny one.
+    """The checkpoint to edit with when none is named: the workflow's own (or the same SD1.5 weights under their
+    other usual name), else the only real one, else the tiny one.
 
     Several real checkpoints and none of them the workflow's: refused, since the example's settings suit SD1.5
     and picking one by name order could pick an SDXL or Flux file.
     """
     real = [name for name in available if not name.startswith("tiny-")]
-    if preferred in available:
-        return preferred
+    for name in (preferred, *SD15_OTHER_NAMES):
+        if name in available:
+            return name
     if len(real) == 1:
         return real[0]
     if real:

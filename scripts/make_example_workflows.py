@@ -15,8 +15,16 @@ import uuid
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 OUT = ROOT / "example_workflows"
-CHECKPOINT = "v1-5-pruned-emaonly.safetensors"
+# The SD1.5 checkpoint of the frontend's default graph, declared as ComfyUI's bundled templates declare it
+# (node properties "models": name, url, directory; name and url as in the bundled default.json template).
+# The frontend shows this to a user who lacks the file and offers the download; the pack downloads nothing.
+CHECKPOINT = "v1-5-pruned-emaonly-fp16.safetensors"
+CHECKPOINT_URL = "https://huggingface.co/Comfy-Org/stable-diffusion-v1-5-archive/resolve/main/v1-5-pruned-emaonly-fp16.safetensors?download=true"
+CHECKPOINT_MODELS = [{"name": CHECKPOINT, "url": CHECKPOINT_URL, "directory": "checkpoints"}]
 IMAGE = "chelsea-cat.png"
+# Said in the note of every example that loads IMAGE: the frontend's template browser opens the workflow,
+# but the picture is only in this pack's folder, not in ComfyUI's input folder.
+IMAGE_LINE = f"**Before queueing**: copy `example_workflows/{IMAGE}` from this pack into `ComfyUI/input/` (or pick your own image)."
 SOURCE_PROMPT = "a close-up photo of a tabby cat"
 NEGATIVE_PROMPT = ""
 STEPS, SOURCE_CFG, TARGET_CFG, SKIP = 100, 3.5, 15.0, 36
@@ -92,6 +100,8 @@ class Workflow:
             node["properties"]["cnr_id"] = "edit-friendly-ddpm"
         elif kind != "MarkdownNote":
             node["properties"]["cnr_id"] = "comfy-core"
+        if kind == "CheckpointLoaderSimple" and list(widgets) == [CHECKPOINT]:
+            node["properties"]["models"] = [dict(model) for model in CHECKPOINT_MODELS]
         self.nodes.append(node)
         for socket in socket_inputs:
             name, kind_ = socket[:2]
@@ -118,6 +128,8 @@ class Workflow:
         self.links.append([link_id, origin, slot, target, index, kind])
 
     def note(self, text, col, row, title="Note", size=(420, 220)) -> int:
+        if any(node["type"] == "LoadImage" and node["widgets_values"][0] == IMAGE for node in self.nodes):
+            text, size = f"{text.rstrip()}\n\n{IMAGE_LINE}", (size[0], size[1] + 40)
         node_id = self.node("MarkdownNote", [text], col=col, row=row, title=title, size=size)
         self.nodes[node_id - 1]["color"], self.nodes[node_id - 1]["bgcolor"] = "#432", "#653"
         return node_id
@@ -170,8 +182,7 @@ PARAMETERS_NOTE = f"""## Edit-friendly DDPM inversion (paper defaults for Stable
 * **Sampler**: target `cfg` {TARGET_CFG:g} (useful range 7-18), `skip` {SKIP} of {STEPS} (useful range 0-40).
   Larger skip keeps more of the input's layout and colours; smaller follows the target prompt more freely.
 * The same prompt and CFG with skip 0 give the input back exactly.
-* Put `{IMAGE}` (shipped in this pack's `example_workflows/`) into `ComfyUI/input/`, or load your own image
-  (512x512 suits SD1.5), and pick an SD1.5 checkpoint.
+* Any image works (512x512 suits SD1.5) with an SD1.5 checkpoint.
 """
 
 

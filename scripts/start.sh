@@ -56,7 +56,7 @@ if [ -z "$found" ] && [ ! -f "$COMFY/extra_model_paths.yaml" ]; then
   echo "No checkpoint in $CKPTS: generating tiny-sd15.safetensors (seeded random weights, a few seconds)." >&2
   "$PY" "$ROOT/scripts/make_tiny_checkpoints.py" "$COMFY/models" --comfyui "$COMFY" --only sd15 >/dev/null
   echo "NOTE: tiny-sd15.safetensors is for trying the nodes only: every picture it makes is NOISE." >&2
-  echo "      Put a real SD1.5 checkpoint (e.g. v1-5-pruned-emaonly.safetensors) into $CKPTS for real edits." >&2
+  echo "      Put a real SD1.5 checkpoint (e.g. v1-5-pruned-emaonly-fp16.safetensors, which the examples name) into $CKPTS for real edits." >&2
 fi
 
 if [ ${#EDIT[@]} -gt 0 ]; then

@@ -1,6 +1,7 @@
 """The README's headless mode: scripts/headless_edit.py (what `scripts/start.sh --edit` runs) starts its own
 ComfyUI, runs the text-editing example through /prompt with progress, writes the PNG and stops the server."""
 
+import json
 import pathlib
 import shutil
 import signal
@@ -76,10 +77,15 @@ def _cmdline(process: pathlib.Path) -> str:
 
 def test_the_default_checkpoint_is_the_examples_or_the_only_one():
     sys.path.insert(0, str(ROOT / "scripts"))
-    from headless_edit import choose_checkpoint
+    import make_example_workflows
+    from headless_edit import WORKFLOW, _named_checkpoint, choose_checkpoint
 
-    example = "v1-5-pruned-emaonly.safetensors"
+    example = _named_checkpoint(json.loads(WORKFLOW.read_text()))
+    assert example == make_example_workflows.CHECKPOINT == "v1-5-pruned-emaonly-fp16.safetensors"
     assert choose_checkpoint(["a-sdxl.safetensors", example, "tiny-sd15.safetensors"], example) == example
+    older = "v1-5-pruned-emaonly.safetensors"  # the name the examples used before: the same SD1.5 weights
+    assert choose_checkpoint(["a-sdxl.safetensors", older, "tiny-sd15.safetensors"], example) == older
+    assert choose_checkpoint([older, example], example) == example
     assert choose_checkpoint(["my-sd15.safetensors", "tiny-sd15.safetensors"], example) == "my-sd15.safetensors"
     assert choose_checkpoint(["tiny-sd15.safetensors"], example) == "tiny-sd15.safetensors"
     with pytest.raises(SystemExit, match="pass one of a-sdxl.safetensors, b-flux.safetensors"):

@@ -28,6 +28,20 @@ def test_pyproject_has_the_registry_fields():
         assert key in comfy, key
 
 
+def test_pyproject_keys_are_the_ones_comfyuis_parser_reads():
+    # comfy_config mirrors the Registry's parser: a URL key it does not know (such as "Bug Tracker") is dropped,
+    # and an empty Icon would be an icon of "".
+    from comfy_config import config_parser, types
+
+    known = {field.alias for field in types.URLs.model_fields.values()}
+    urls = PYPROJECT["project"]["urls"]
+    assert set(urls) <= known, f"unknown [project.urls] keys {sorted(set(urls) - known)}; comfy_config reads {sorted(known)}"
+    assert all(value for value in PYPROJECT["tool"]["comfy"].values()), "an empty [tool.comfy] value"
+    parsed = config_parser.extract_node_configuration(str(ROOT))
+    assert parsed.project.urls.issues == urls["Issues"] and parsed.project.urls.issues.endswith("/issues")
+    assert parsed.project.urls.repository == urls["Repository"]
+
+
 def test_requires_comfyui_is_the_version_the_tests_run_on():
     comfyui = pathlib.Path(os.environ.get("EF_COMFYUI", ROOT / ".cache" / "ComfyUI"))
     tested = re.search(r'__version__ = "([^"]+)"', (comfyui / "comfyui_version.py").read_text()).group(1)
@@ -99,6 +113,16 @@ def test_publish_list_holds_everything_needed_at_run_time():
     assert images and all(p.relative_to(ROOT).as_posix() in names for p in images)
     assert not any(name.startswith((".cache/", "benchmarks/", "tests/")) or name.endswith(".safetensors") for name in names)
     assert "docs/math.md" in names
+
+
+def test_publish_list_leaves_out_development_files():
+    # The set-up, test and headless scripts pip-install packages and start subprocesses: not for custom_nodes.
+    names = {str(f) for f in publish_file_list()}
+    development = {"pytest.ini", "requirements-dev.txt"} | {
+        p.relative_to(ROOT).as_posix() for folder in ("scripts", ".ci", "tests", "benchmarks") for p in (ROOT / folder).rglob("*") if p.is_file()
+    }
+    assert any(name.startswith("scripts/") for name in development)
+    assert not development & names, sorted(development & names)
 
 
 def run_setup(cache: pathlib.Path) -> subprocess.CompletedProcess:

@@ -7,11 +7,14 @@ import struct
 import subprocess
 import sys
 
+import comfy.cli_args
 import comfy_extras.nodes_custom_sampler as custom_sampler
 import folder_paths
 import pytest
+import safetensors
 import tiny_models
 import torch
+from comfy_api.latest import io
 from edit_friendly_ddpm.nodes import files, pipeline, serialization
 from edit_friendly_ddpm.nodes.comfy_nodes import EditFriendlyLoadNoiseMaps, EditFriendlySamplerCustom, EditFriendlySaveNoiseMaps
 from edit_friendly_ddpm.nodes.validation import EditFriendlyInputError
@@ -65,6 +68,59 @@ def test_save_load_round_trip_regenerates_exactly(eps, comfy_folders):
     assert (regenerated - latent["samples"]).abs().max().item() <= TOLERANCE
 
 
+def test_file_names_use_forward_slashes_and_a_name_saved_on_windows_still_works(eps, comfy_folders):
+    # A workflow saved on Windows names its files with backslashes; on every system the pack lists and
+    # returns names with '/', and reads a '\\' in a name (or a prefix) as '/'.
+    saved = EditFriendlySaveNoiseMaps.execute(eps[4], "noise_maps\\win").ui["text"]
+    assert saved == ["noise_maps/win_00001_.safetensors"]
+    written = comfy_folders / "output" / "noise_maps" / "win_00001_.safetensors"
+    assert list((comfy_folders / "output").rglob("*.safetensors")) == [written]
+    (comfy_folders / "input" / "noise_maps").mkdir()
+    written.rename(comfy_folders / "input" / "noise_maps" / written.name)
+    assert files.input_files() == ["noise_maps/win_00001_.safetensors"]
+    windows_name = "noise_maps\\win_00001_.safetensors"
+    assert EditFriendlyLoadNoiseMaps.validate_inputs(windows_name) is True
+    (loaded,) = EditFriendlyLoadNoiseMaps.execute(windows_name).result
+    assert torch.equal(loaded.maps, eps[4].maps)
+    assert EditFriendlyLoadNoiseMaps.fingerprint_inputs(windows_name).endswith(
+        EditFriendlyLoadNoiseMaps.fingerprint_inputs("noise_maps/win_00001_.safetensors").split(":")[-1]
+    )
+
+
+def saved_metadata(path) -> dict:
+    with safetensors.safe_open(str(path), framework="pt") as handle:
+        return handle.metadata()
+
+
+def test_saved_file_keeps_the_prompt_and_workflow_unless_metadata_is_disabled(eps, comfy_folders, monkeypatch):
+    # As ComfyUI's SaveLatent: JSON strings under "prompt" and each extra_pnginfo key; the loader ignores them.
+    prompt = {"7": {"class_type": "EditFriendlySaveNoiseMaps", "inputs": {"filename_prefix": "meta", "noise_maps": ["6", 0]}}}
+    workflow = {"nodes": [{"id": 7, "type": "EditFriendlySaveNoiseMaps"}], "links": [], "version": 0.4}
+    hidden = {io.Hidden.prompt: prompt, io.Hidden.extra_pnginfo: {"workflow": workflow, "format": "not a noise-maps marker"}}
+    node = EditFriendlySaveNoiseMaps.PREPARE_CLASS_CLONE(hidden)  # what ComfyUI's executor runs
+    assert {"prompt": ("PROMPT",), "extra_pnginfo": ("EXTRA_PNGINFO",)}.items() <= EditFriendlySaveNoiseMaps.INPUT_TYPES()["hidden"].items()
+    (name,) = node.execute(eps[4], "meta").ui["text"]
+    metadata = saved_metadata(comfy_folders / "output" / name)
+    assert json.loads(metadata["prompt"]) == prompt and json.loads(metadata["workflow"]) == workflow
+    assert metadata["format"] == serialization.FORMAT_NAME  # a key of the workflow's never replaces the maps' own
+    loaded = serialization.load(str(comfy_folders / "output" / name))
+    assert torch.equal(loaded.maps, eps[4].maps) and loaded.seed == eps[4].seed
+
+    monkeypatch.setattr(comfy.cli_args.args, "disable_metadata", True)
+    (name,) = node.execute(eps[4], "meta").ui["text"]
+    metadata = saved_metadata(comfy_folders / "output" / name)
+    assert not {"prompt", "workflow"} & set(metadata) and metadata["format"] == serialization.FORMAT_NAME
+    assert torch.equal(serialization.load(str(comfy_folders / "output" / name)).maps, eps[4].maps)
+
+
+def test_a_workflow_too_large_for_the_header_is_left_out_and_the_file_still_loads(eps, tmp_path):
+    huge = {"prompt": "{}", "workflow": json.dumps("x" * serialization.MAX_HEADER_BYTES)}
+    path = tmp_path / "huge.safetensors"
+    serialization.save(eps[4], str(path), huge)
+    assert not {"prompt", "workflow"} & set(saved_metadata(path))
+    assert torch.equal(serialization.load(str(path)).maps, eps[4].maps)
+
+
 def test_saving_never_overwrites_a_file(eps, comfy_folders):
     maps = eps[4]
     folder = comfy_folders / "output"
@@ -77,14 +133,14 @@ def test_saving_never_overwrites_a_file(eps, comfy_folders):
         serialization.save(maps, str(folder / "keep_00002_.safetensors"))
 
 
-@pytest.mark.parametrize("prefix", ["../escape", "/tmp/abs/escape", "noise_maps/../../escape"])
+@pytest.mark.parametrize("prefix", ["../escape", "/tmp/abs/escape", "noise_maps/../../escape", "..\\escape", "noise_maps\\..\\..\\escape"])
 def test_save_paths_cannot_leave_the_output_folder(eps, comfy_folders, prefix):
     with pytest.raises(EditFriendlyInputError):
         EditFriendlySaveNoiseMaps.execute(eps[4], prefix)
     assert not (comfy_folders / "escape_00001_.safetensors").exists()
 
 
-@pytest.mark.parametrize("prefix", ["", "  ", ".", ".hidden", "noise_maps/.hidden"])
+@pytest.mark.parametrize("prefix", ["", "  ", ".", ".hidden", "noise_maps/.hidden", "noise_maps\\.hidden"])
 def test_save_needs_a_visible_file_name(eps, comfy_folders, prefix):
     with pytest.raises(EditFriendlyInputError, match="needs a file name"):
         EditFriendlySaveNoiseMaps.execute(eps[4], prefix)
@@ -115,7 +171,13 @@ def test_a_file_changed_in_place_is_reloaded_even_with_the_same_size_and_time(ep
     assert EditFriendlyLoadNoiseMaps.fingerprint_inputs("maps.safetensors") == EditFriendlyLoadNoiseMaps.fingerprint_inputs("maps.safetensors")
 
 
-@pytest.mark.parametrize("name", ["../output/x.safetensors", "/etc/passwd", "noise_maps/../../x.safetensors", "missing.safetensors"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../output/x.safetensors", "/etc/passwd", "noise_maps/../../x.safetensors", "missing.safetensors",
+        "..\\output\\x.safetensors", "\\etc\\passwd", "noise_maps\\..\\..\\output\\x.safetensors",
+    ],
+)
 def test_load_paths_cannot_leave_the_input_folder(comfy_folders, name):
     (comfy_folders / "output" / "x.safetensors").write_bytes(b"0")
     assert isinstance(EditFriendlyLoadNoiseMaps.validate_inputs(name), str)
@@ -147,6 +209,7 @@ def hostile_variants(good: bytes):
     yield "newer format", rewrite_header(good, lambda h: h["__metadata__"].update(format_version="99"))
     yield "not our format", rewrite_header(good, lambda h: h["__metadata__"].update(format="something-else"))
     yield "no metadata", rewrite_header(good, lambda h: h.pop("__metadata__"))
+    yield "a prompt and workflow but no marker", rewrite_header(good, lambda h: h.update(__metadata__={"prompt": "{}", "workflow": "{}"}))
     yield "metadata missing eta", rewrite_header(good, lambda h: h["__metadata__"].pop("eta"))
     yield "eta out of range", rewrite_header(good, lambda h: h["__metadata__"].update(eta="7"))
     yield "unknown rule", rewrite_header(good, lambda h: h["__metadata__"].update(rule="mystery"))

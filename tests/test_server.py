@@ -154,11 +154,11 @@ def test_example_workflow_is_valid(object_info, name):
     workflow = load_example(name)
     prompt = ui_to_api(workflow, object_info)
     checkpoint_names = [node["inputs"]["ckpt_name"] for node in prompt.values() if node["class_type"] == "CheckpointLoaderSimple"]
-    assert checkpoint_names == ["v1-5-pruned-emaonly.safetensors"]
+    assert checkpoint_names == [make_example_workflows.CHECKPOINT]
     # The real checkpoint is not here; everything else must validate as the workflow ships.
     assert validate(fast(prompt, steps=100), object_info) == []
     assert validate(prompt, object_info) == [
-        f"node {node_id} (CheckpointLoaderSimple).ckpt_name: 'v1-5-pruned-emaonly.safetensors' not among "
+        f"node {node_id} (CheckpointLoaderSimple).ckpt_name: '{make_example_workflows.CHECKPOINT}' not among "
         f"{object_info['CheckpointLoaderSimple']['input']['required']['ckpt_name'][0][:20]}"
         for node_id, node in prompt.items() if node["class_type"] == "CheckpointLoaderSimple"
     ]
@@ -369,6 +369,37 @@ def test_shipped_examples_match_their_generator():
 
     for name, workflow in make_example_workflows.build_all().items():
         assert load_example(name) == json.loads(json.dumps(workflow)), f"run scripts/make_example_workflows.py ({name})"
+
+
+def test_examples_that_load_the_example_photo_say_where_to_put_it():
+    # The template browser opens an example, but the photo is only in this pack's folder: the note says so.
+    loading = [name for name in WORKFLOWS if any(
+        node["type"] == "LoadImage" and node["widgets_values"][0] == EXAMPLE_IMAGE for node in load_example(name)["nodes"]
+    )]
+    assert len(loading) >= 10
+    for name in loading:
+        notes = [node["widgets_values"][0] for node in load_example(name)["nodes"] if node["type"] == "MarkdownNote"]
+        assert any(f"copy `example_workflows/{EXAMPLE_IMAGE}` from this pack into `ComfyUI/input/`" in note for note in notes), name
+
+
+def bundled_template(template_id: str) -> dict:
+    templates = pytest.importorskip("comfyui_workflow_templates")  # installed with ComfyUI's requirements
+    return json.loads(pathlib.Path(templates.get_asset_path(template_id, f"{template_id}.json")).read_text())
+
+
+def test_examples_declare_the_default_graphs_checkpoint_as_comfyuis_templates_do():
+    # ComfyUI's own default template names its SD1.5 checkpoint in the loader's properties["models"] (name,
+    # url, directory), from which the frontend offers the download of a missing file; the examples copy
+    # that entry exactly. It is metadata only: nothing in the pack downloads anything.
+    default = bundled_template("default")
+    (declared,) = [node["properties"]["models"] for node in default["nodes"] if node["type"] == "CheckpointLoaderSimple"]
+    assert [model["name"] for model in declared] == [make_example_workflows.CHECKPOINT]
+    for name in WORKFLOWS:
+        loaders = [node for node in load_example(name)["nodes"] if node["type"] == "CheckpointLoaderSimple"]
+        assert loaders, name
+        for node in loaders:
+            assert node["widgets_values"] == [make_example_workflows.CHECKPOINT], name
+            assert node["properties"]["models"] == declared, name
 
 
 def test_tiny_models_are_cached_by_content_hash(server):

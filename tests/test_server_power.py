@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from edit_friendly_ddpm.nodes import inspection
+from safetensors import safe_open
 from safetensors.torch import load_file
 from test_server import EXAMPLES, SIZE, assert_success, fast, load_example, object_info, read_png, server  # noqa: F401 (fixtures)
 from workflow_api import combo_options, ui_to_api, validate, with_overrides
@@ -117,6 +118,8 @@ def test_saved_maps_loaded_in_the_load_example_reconstruct(server, object_info):
     entry = run(server, object_info, save)
     (saved,) = entry["outputs"][saver]["text"]
     assert saved == make_example_workflows.MAPS_FILE, "the load example names the file the save example writes first"
+    with safe_open(str(server.output_dir / saved), framework="pt") as handle:  # the executor's prompt, as SaveLatent keeps it
+        assert json.loads(handle.metadata()["prompt"])[saver]["class_type"] == "EditFriendlySaveNoiseMaps"
     (expected,) = images_of(server, entry, decoded_input)
 
     # Move the file where the load node looks, and ask the server again for the file list.

@@ -21,9 +21,10 @@ export const SAVE_NODE = "EditFriendlySaveNoiseMaps";
 // The read-only widget on Save Noise Maps that shows the file written last (not saved with the workflow).
 export const SAVED_FILE_WIDGET = "saved_file";
 
-// The skip widget's own limit (MAX_STEPS - 1 in nodes/comfy_nodes.py), restored when no inversion
-// with a known step count is connected.
-const SKIP_DEFAULT_MAX = 999;
+// The skip widget's own limit, restored when no inversion with a known step count is connected, is
+// read from the sampler's node definition (its skip input's max); this stands in when the definition
+// gives none.
+const SKIP_FALLBACK_MAX = 999;
 // Longest chain of transforms and reroutes followed back to an inversion.
 const MAX_HOPS = 64;
 
@@ -115,6 +116,14 @@ export function connectedInversionSteps(node) {
   return null;
 }
 
+// The skip input's max in a node definition as /object_info gives it (["INT", { max, ... }]), or the
+// fallback when it has none.
+export function skipMaxFromNodeDef(nodeData) {
+  const spec = nodeData?.input?.required?.skip ?? nodeData?.input?.optional?.skip;
+  const max = Number(Array.isArray(spec) ? spec[1]?.max : undefined);
+  return Number.isInteger(max) && max >= 0 ? max : SKIP_FALLBACK_MAX;
+}
+
 // Shows the connected inversion's steps on the sampler's skip widget and caps the widget below
 // them. Returns true when anything changed.
 export function updateSkipLimit(node) {
@@ -128,7 +137,7 @@ export function updateSkipLimit(node) {
   skip.options = skip.options ?? {};
   if (!("efOriginalLabel" in node)) node.efOriginalLabel = skip.label;
   if (steps == null) {
-    skip.options.max = SKIP_DEFAULT_MAX;
+    skip.options.max = node.efSkipDefaultMax ?? SKIP_FALLBACK_MAX;
     skip.label = node.efOriginalLabel;
   } else {
     skip.options.max = Math.max(0, steps - 1);
@@ -191,6 +200,7 @@ app.registerExtension({
     chainCallback(nodeType.prototype, "onConnectionsChange", scheduleUpdate);
     chainCallback(nodeType.prototype, "onRemoved", scheduleUpdate);
     if (name === SAMPLER_NODE) {
+      nodeType.prototype.efSkipDefaultMax = skipMaxFromNodeDef(nodeData);
       // Catches changes no hook reports (e.g. the steps typed into the inversion) while the canvas draws.
       chainCallback(nodeType.prototype, "onDrawForeground", function () {
         safeUpdateSkipLimit(this);
