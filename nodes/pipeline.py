@@ -146,6 +146,13 @@ def invert(
         raise EditFriendlyInputError(f"parallel_steps must be between 0 (automatic) and {MAX_PARALLEL_STEPS}; got {parallel_steps}.")
     latent_format = model.get_model_object("latent_format")
     samples = check_latent(latent.get("samples"), latent_format.latent_channels)
+    if latent.get("noise_mask") is not None:
+        # It would be dropped here without a word: the inversion always covers the whole latent.
+        raise EditFriendlyInputError(
+            "The latent carries a noise mask (Set Latent Noise Mask, VAE Encode for Inpainting, InpaintModelConditioning), "
+            "but the inversion always covers the whole image. To confine the edit, connect the mask to the Edit-Friendly "
+            "Sampler's mask input (or set the noise mask on the latent that goes to SamplerCustomAdvanced)."
+        )
     eta = check_eta(eta)
     if not 1 <= variations <= MAX_VARIATIONS:
         raise EditFriendlyInputError(f"variations must be between 1 and {MAX_VARIATIONS}; got {variations}.")

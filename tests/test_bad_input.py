@@ -54,6 +54,15 @@ def test_counting_wrapper_sees_model_calls(eps):
 def test_bad_latents_are_refused(eps, samples, words):
     assert words in invert_with(eps[0], samples)
 
+def test_a_latent_noise_mask_on_the_inversion_is_refused(eps):
+    tiny, latent, _ = eps
+    patched, calls = counting_model_calls(tiny.patcher)
+    masked = {"samples": latent["samples"], "noise_mask": torch.ones(1, 64, 96)}
+    with pytest.raises(EditFriendlyInputError, match="Sampler's mask input"):
+        pipeline.invert(patched, tiny.conditioning(1), tiny.conditioning(2), masked, 8, 3.5, "ddim_uniform", 1.0, 0)
+    assert calls == []
+
+
 
 @pytest.mark.parametrize("eta", [0.0, -0.5, 1.5])
 def test_eta_out_of_range_is_refused(eps, eta):
