@@ -7,6 +7,8 @@ do for ComfyUI's built-in samplers. Every input is checked before the first mode
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 
 import comfy.model_management
@@ -34,6 +36,9 @@ CPU_PARALLEL_PIXELS = 2048
 """Most latent pixels (batch x height x width, all steps together) in one automatic CPU batch. Past that the
 CPU is already busy with one step, and batching was measured slower (full-size SD1.5: 0.96x), so the
 automatic choice stays sequential."""
+
+
+logger = logging.getLogger(__name__)
 
 
 def model_fingerprint(model) -> ModelFingerprint:
@@ -67,25 +72,30 @@ def edit_friendly_sampler(noise_maps: NoiseMaps, mask: torch.Tensor | None = Non
     if mask is not None:
         batch, _, height, width = noise_maps.latent_shape
         mask = fit_mask(mask, batch, height, width).unsqueeze(1)
-    options = {"noise_maps": noise_maps, "mask": mask}
+    options = {"noise_maps": noise_maps, "mask": mask, "batch_fits": batch_fits}
     if rule is not None:
         options["rule"] = rule
     return comfy.samplers.KSAMPLER(sample_edit_friendly, extra_options=options)
 
 
-def auto_parallel_steps(base_model, latent_shape: tuple, steps: int) -> int:
-    """How many inversion steps fit in one model batch, from the free memory ComfyUI reports.
+def auto_parallel_steps(base_model, latent_shape: tuple, steps: int, device=None, requested: int = 0) -> int:
+    """How many inversion steps go through the model in one batch: `requested`, or with 0 an automatic choice,
+    as far as the free memory of `device` (default: ComfyUI's torch device) allows.
 
     Uses the model's own estimate (`memory_required`, as ComfyUI's calc_cond_batch does) for the
     conditional and unconditional halves together, with the same 1.5 margin, on 80% of the free memory.
-    It also stops where batching was measured to gain no more (GPU_PARALLEL_PIXELS; on a CPU,
-    CPU_PARALLEL_STEPS and CPU_PARALLEL_PIXELS).
+    ComfyUI loads the model with room for one step's batch only and cannot split a batch of steps, so an
+    explicit value is capped too rather than run out of memory mid-inversion. The automatic choice also
+    stops where batching was measured to gain no more (GPU_PARALLEL_PIXELS; on a CPU, CPU_PARALLEL_STEPS
+    and CPU_PARALLEL_PIXELS).
     """
-    device = comfy.model_management.get_torch_device()
+    device = comfy.model_management.get_torch_device() if device is None else device
     free = comfy.model_management.get_free_memory(device)
     batch, *rest = latent_shape
     pixels_per_step = math.prod([batch, *rest[-2:]])
-    if comfy.model_management.is_device_cpu(device):
+    if requested:
+        cap = requested
+    elif comfy.model_management.is_device_cpu(device):
         cap = min(CPU_PARALLEL_STEPS, CPU_PARALLEL_PIXELS // pixels_per_step)
     else:
         cap = min(MAX_PARALLEL_STEPS, GPU_PARALLEL_PIXELS // pixels_per_step)
@@ -94,7 +104,18 @@ def auto_parallel_steps(base_model, latent_shape: tuple, steps: int) -> int:
         if base_model.memory_required([2 * candidate * batch, *rest]) * 1.5 > 0.8 * free:
             break
         chunk = candidate
+    if requested and chunk < min(requested, steps):
+        logger.warning("parallel_steps %d does not fit in the free memory; the inversion batches %d steps.", requested, chunk)
     return chunk
+
+
+def batch_fits(base_model, batch_shape: tuple, device) -> bool:
+    """ComfyUI's own test (calc_cond_batch) for running the conditional and unconditional halves of a batch in one call.
+
+    A replay of step-parallel maps only rounds as the inversion did if its batches run as the inversion's did.
+    """
+    batch, *rest = batch_shape
+    return base_model.memory_required([2 * batch, *rest]) * 1.5 < comfy.model_management.get_free_memory(device)
 
 
 def check_memory_for_maps(samples: torch.Tensor, steps: int, rule: str, store) -> None:
@@ -171,7 +192,7 @@ def invert(
         sample_edit_friendly_inversion,
         extra_options={
             "eta": eta, "seed": seeds, "sink": sink, "store_device": store, "rule": rule,
-            "parallel_steps": parallel_steps or auto_parallel_steps,
+            "parallel_steps": 1 if parallel_steps == 1 else functools.partial(auto_parallel_steps, requested=parallel_steps),
         },
     )
     run_guider(cfg_guider(model, positive, negative, cfg), sampler, sigmas, samples, seed)

@@ -282,7 +282,7 @@ def sample_edit_friendly_inversion(
 
     The noisy latents x_i are drawn independently of each other, so the model calls do not depend on
     each other: `parallel_steps` of them go through the model in one batch (an int, or a callable
-    (base_model, latent_shape, steps) -> int, called once the model is loaded). The first latent of each
+    (base_model, latent_shape, steps, device) -> int, called once the model is loaded). The first latent of each
     batch is re-derived from the previous map, the others are the drawn ones; `noisy_latents` records
     the latents the model actually saw, and a batched run also records its batches and its guider's
     digest, so that a replay under the same prompts and CFG can run the same batches. With 1 every step
@@ -300,7 +300,7 @@ def sample_edit_friendly_inversion(
     batch = x.shape[0]
     s_in = x.new_ones([batch])
     if callable(parallel_steps):
-        parallel_steps = parallel_steps(_base_model(model), tuple(x.shape), len(steps))
+        parallel_steps = parallel_steps(_base_model(model), tuple(x.shape), len(steps), x.device)
     chunks = plan_chunks(sigmas_cpu, len(steps), parallel_steps, _timestep_gates(model, extra_args, batch))
 
     noisy_targets = draw_noisy_latents(x0, scales, seed)
@@ -434,8 +434,8 @@ class RecordedBatches:
     recorded path (an edit) this stops and every further step is a one-step call.
     """
 
-    def __init__(self, model, noise_maps: NoiseMaps, extra_args: dict):
-        self.model, self.noise_maps, self.extra_args = model, noise_maps, extra_args
+    def __init__(self, model, noise_maps: NoiseMaps, extra_args: dict, batch_fits=None):
+        self.model, self.noise_maps, self.extra_args, self.batch_fits = model, noise_maps, extra_args, batch_fits
         self.batch_of = {step: (start, stop) for start, stop in noise_maps.batches for step in range(start, stop)}
         self.estimates = {}
         self.on_path = True
@@ -451,6 +451,11 @@ class RecordedBatches:
             return None
         if step not in self.estimates:
             batch = x.shape[0]
+            if self.batch_fits is not None and not self.batch_fits(_base_model(self.model), ((stop - start) * batch, *x.shape[1:]), x.device):
+                # ComfyUI would split this batch (or run out of memory), so it would not round as the inversion's did.
+                self.on_path = False
+                return None
+            # The whole recorded batch, even for a replay that starts inside it: another batch shape would round otherwise.
             # A copy, so that nothing downstream can change the cached maps' latents through it.
             inputs = self.noise_maps.noisy_latents[start:stop].to(x.device, x.dtype, copy=True).flatten(0, 1)
             step_sigmas = self.noise_maps.sigmas[start:stop].to(x.device).repeat_interleave(batch)
@@ -461,7 +466,7 @@ class RecordedBatches:
 
 @torch.no_grad()
 def sample_edit_friendly(
-    model, x, sigmas, extra_args=None, callback=None, disable=None, noise_maps=None, mask=None, rule=None
+    model, x, sigmas, extra_args=None, callback=None, disable=None, noise_maps=None, mask=None, rule=None, batch_fits=None
 ):
     """Edit-friendly sampling (Huberman-Spiegelglas et al. 2024, Eq. 5 with the extracted z_t), from x_skip.
 
@@ -472,7 +477,9 @@ def sample_edit_friendly(
     guider with the inversion's prompts and CFG (same digest), step-parallel maps are replayed through
     the inversion's own batches while the path allows (RecordedBatches). A LATENT's noise mask (Set Latent
     Noise Mask, through SamplerCustomAdvanced) acts as `mask`, with ComfyUI's denoise_mask_function (such as
-    Differential Diffusion) applied to it at every step.
+    Differential Diffusion) applied to it at every step. `batch_fits(base_model, batch_shape, device)`, when
+    given, says whether a recorded batch would still run as one call; where it would not, the replay goes one
+    step at a time.
     """
     if noise_maps is None:
         raise ValueError("sample_edit_friendly needs noise_maps")
@@ -503,7 +510,7 @@ def sample_edit_friendly(
     same_conditioning = noise_maps.batches is not None and noise_maps.conditioning_digest is not None and (
         guider_digest(_guider(model)) == noise_maps.conditioning_digest
     )
-    recorded_batches = RecordedBatches(model, noise_maps, extra_args) if same_conditioning else None
+    recorded_batches = RecordedBatches(model, noise_maps, extra_args, batch_fits) if same_conditioning else None
     previous = None
     for i in trange(len(steps), disable=disable):
         # `recorded` is the inversion's latent for this step, fetched by the previous step (or the start latent).

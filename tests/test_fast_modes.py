@@ -406,6 +406,37 @@ def test_automatic_chunk_size_follows_free_memory(monkeypatch):
     assert pipeline.auto_parallel_steps(base, shape, 50) == pipeline.CPU_PARALLEL_STEPS
 
 
+def fake_free_memory(monkeypatch, free):
+    """ComfyUI reports `free` bytes on every device (its attention also asks for torch's share: the same here)."""
+    monkeypatch.setattr(comfy.model_management, "get_free_memory", lambda dev=None, torch_free_too=False: (free, free) if torch_free_too else free)
+
+
+def test_an_explicit_chunk_size_is_capped_by_free_memory(monkeypatch, caplog):
+    tiny = tiny_models.sd15_eps(seed=0)
+    latent, positive, negative = setup(tiny)
+    free = tiny.patcher.model.memory_required([8, 4, 8, 12]) * 1.5 / 0.8  # room for 2 steps of a batch of 2, halves together
+    fake_free_memory(monkeypatch, free)
+    monkeypatch.setattr(pipeline, "check_memory_for_maps", lambda *a, **k: None)  # the maps' own check would see the same figure
+    with caplog.at_level("WARNING"):
+        maps = pipeline.invert(tiny.patcher, positive, negative, latent, 8, 3.5, "karras", 1.0, 5, parallel_steps=8)
+    assert maps.batches == ((0, 2), (2, 4), (4, 6), (6, 8))
+    assert "parallel_steps 8 does not fit" in caplog.text
+
+
+def test_a_replay_runs_step_by_step_where_a_recorded_batch_no_longer_fits(monkeypatch):
+    tiny = tiny_models.sd15_eps(seed=0)
+    latent, positive, negative = setup(tiny)
+    maps = pipeline.invert(tiny.patcher, positive, negative, latent, 8, 3.5, "karras", 1.0, 5, parallel_steps=4)
+    patched, calls = counting_model_calls(tiny.patcher)
+    assert max_error(pipeline.regenerate(patched, positive, negative, maps, 3.5, 0), latent["samples"]) <= 1e-6
+    assert [shape[0] for shape, _ in calls] == [16, 16]
+    calls.clear()
+    # Room for one step's halves together, not for four steps': ComfyUI would split the batch the inversion ran.
+    fake_free_memory(monkeypatch, tiny.patcher.model.memory_required([4, 4, 8, 12]) * 1.5 * 1.01)
+    assert max_error(pipeline.regenerate(patched, positive, negative, maps, 3.5, 0), latent["samples"]) <= TOLERANCE
+    assert [shape[0] for shape, _ in calls] == [4] * maps.steps
+
+
 def test_automatic_chunk_size_on_a_gpu_stops_where_batching_stopped_gaining(monkeypatch):
     # No GPU here: ComfyUI is told the device is not a CPU and has plenty of free memory; the sizes are the
     # full-size ones, while the memory estimate comes from the tiny model's own memory_required.
