@@ -83,7 +83,7 @@ class EditFriendlyDDPMInversion(io.ComfyNode):
                 ),
                 io.Int.Input(
                     "parallel_steps", default=1, min=0, max=pipeline.MAX_PARALLEL_STEPS, optional=True,
-                    tooltip="Steps put through the model in one batch (the inversion's model calls are independent). 1 = one at a time, bit-exact; 0 = as many as free memory allows (on a CPU, only small latents are batched: larger ones gain nothing there). Above 1 a replay with the same prompts and CFG (this pack's sampler, or a CFGGuider) runs these batches again and reconstructs exactly; other guiders are exact only up to the model's rounding (about 1e-2 in float16 on a GPU).",
+                    tooltip="Steps put through the model in one batch (the inversion's model calls are independent). 1 = one at a time, bit-exact; 0 = as many as free memory allows (on a CPU, only small latents are batched: larger ones gain nothing there); a larger value than fits is lowered, with a warning in the log. Above 1 a replay with the same prompts and CFG (this pack's sampler, or a CFGGuider) runs these batches again and reconstructs exactly; other guiders are exact only up to the model's rounding (about 1e-2 in float16 on a GPU).",
                 ),
             ],
             outputs=[NoiseMapsSocket.Output(display_name="noise_maps", tooltip=NOISE_MAPS_TOOLTIP)],
