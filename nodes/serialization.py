@@ -174,7 +174,12 @@ def _check_layout(path: str, header: dict, data_bytes: int) -> dict:
 
 def _parse_metadata(path: str, metadata: dict) -> dict:
     try:
-        fingerprint = ModelFingerprint(**json.loads(metadata["fingerprint"]))
+        fields = json.loads(metadata["fingerprint"])
+        if not isinstance(fields, dict):
+            raise TypeError("the fingerprint is not a mapping")
+        known = {field.name for field in dataclasses.fields(ModelFingerprint)}
+        # A later version may fingerprint more; the fields this one knows still decide what it replays on.
+        fingerprint = ModelFingerprint(**{name: value for name, value in fields.items() if name in known})
         values = {
             "eta": float(metadata["eta"]),
             "seed": int(metadata["seed"]),

@@ -292,6 +292,26 @@ def test_loader_refuses_metadata_that_does_not_fit_the_maps(eps, tmp_path, chang
         serialization.load(str(path))
 
 
+def test_fingerprints_of_older_and_newer_versions_load(eps, tmp_path):
+    maps = eps[4]
+    for name, change in (
+        ("older", lambda fields: fields.pop("timesteps")),  # saved before the timestep digest existed
+        ("newer", lambda fields: fields.update(weights="abc123")),  # a field a later version may add
+    ):
+        def edit(header, change=change):
+            fields = json.loads(header["__metadata__"]["fingerprint"])
+            change(fields)
+            header["__metadata__"]["fingerprint"] = json.dumps(fields)
+
+        path = tmp_path / f"{name}.safetensors"
+        path.write_bytes(rewrite_header(serialization.to_bytes(maps), edit))
+        loaded = serialization.load(str(path))
+        assert loaded.fingerprint.mismatch(maps.fingerprint) is None, name
+    path.write_bytes(rewrite_header(serialization.to_bytes(maps), lambda h: h["__metadata__"].update(fingerprint="[1, 2]")))
+    with pytest.raises(serialization.NoiseMapsFileError, match="metadata is incomplete or unreadable"):
+        serialization.load(str(path))
+
+
 def test_random_corruption_never_crashes_or_hangs_the_process(eps, tmp_path):
     # In a child process: a crash (segfault) or hang there shows up here as a failure, not a dead test run.
     good = tmp_path / "good.safetensors"
