@@ -109,13 +109,15 @@ def auto_parallel_steps(base_model, latent_shape: tuple, steps: int, device=None
     return chunk
 
 
-def batch_fits(base_model, batch_shape: tuple, device) -> bool:
-    """ComfyUI's own test (calc_cond_batch) for running the conditional and unconditional halves of a batch in one call.
+def batch_fits(base_model, batch_shape: tuple, device, entries: int = 2) -> bool:
+    """ComfyUI's test in calc_cond_batch for putting `entries` conditioning entries (cond and uncond: 2) of a batch in one call.
 
     A replay of step-parallel maps only rounds as the inversion did if its batches run as the inversion's did.
+    Like ComfyUI's it uses the model's memory estimate; unlike it, without the conditioning's shapes, which only
+    models with reference latents (Flux Kontext) add to the estimate.
     """
     batch, *rest = batch_shape
-    return base_model.memory_required([2 * batch, *rest]) * 1.5 < comfy.model_management.get_free_memory(device)
+    return base_model.memory_required([entries * batch, *rest]) * 1.5 < comfy.model_management.get_free_memory(device)
 
 
 def check_memory_for_maps(samples: torch.Tensor, steps: int, rule: str, store) -> None:

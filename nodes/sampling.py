@@ -201,14 +201,14 @@ def _conditioning_follows_batch(cond: dict, batch: int) -> bool:
     """Whether ComfyUI gives every step of a step-major batch the conditioning a one-step call gets.
 
     ComfyUI cuts a cond mask or model input (a concat latent, an image embedding) to the call's batch and
-    repeats it cyclically, so one of batch size 1 or the latent's batch repeats per step alike; any other size
+    repeats it cyclically, so one whose batch size divides the latent's repeats per step alike; any other size
     lands on other samples in a batch of several steps.
     """
     values = [cond.get("mask")]
     for model_cond in (cond.get("model_conds") or {}).values():
         inner = getattr(model_cond, "cond", None)
         values.extend(inner if isinstance(inner, (list, tuple)) else [inner])
-    return all(_batch_of(value) in (None, 1, batch) for value in values)
+    return all(_batch_of(value) is None or batch % _batch_of(value) == 0 for value in values)
 
 
 def _timestep_gates(model, extra_args, batch: int) -> list | None:
@@ -299,9 +299,12 @@ def sample_edit_friendly_inversion(
     keep_history = rule_keeps_history(rule)
     batch = x.shape[0]
     s_in = x.new_ones([batch])
-    if callable(parallel_steps):
+    gates = _timestep_gates(model, extra_args, batch)
+    if gates is None:
+        parallel_steps = 1
+    elif callable(parallel_steps):
         parallel_steps = parallel_steps(_base_model(model), tuple(x.shape), len(steps), x.device)
-    chunks = plan_chunks(sigmas_cpu, len(steps), parallel_steps, _timestep_gates(model, extra_args, batch))
+    chunks = plan_chunks(sigmas_cpu, len(steps), parallel_steps, gates)
 
     noisy_targets = draw_noisy_latents(x0, scales, seed)
     x = next(noisy_targets)
@@ -392,7 +395,8 @@ def _check_replay_fits(model, noise_maps: NoiseMaps, x: torch.Tensor, seed) -> N
             raise EditFriendlyInputError(
                 "The latent given to the sampler is not the one these noise maps were made from. The edit-friendly sampler "
                 "replays the inversion from its own start, so it cannot continue another sampler's output or edit another "
-                "image: connect the Edit-Friendly Sampler (Custom Sampling) node's LATENT output to latent_image."
+                "image (a Noise Map Transform's shift moves the maps' latent too): connect the Edit-Friendly Sampler "
+                "(Custom Sampling) node's LATENT output to latent_image."
             )
     if seed is not None and int(seed) != noise_maps.seed and any(
         cond.get(key) not in (None, 0, 0.0)
@@ -404,7 +408,8 @@ def _check_replay_fits(model, noise_maps: NoiseMaps, x: torch.Tensor, seed) -> N
         raise EditFriendlyInputError(
             f"This conditioning (unCLIP or noise augmentation) draws noise from the sampler's seed, here {seed}, but the "
             f"inversion used seed {noise_maps.seed}, so the source would not come back. Give SamplerCustomAdvanced a "
-            f"RandomNoise node with seed {noise_maps.seed} (the edit-friendly sampler does not use its noise)."
+            f"RandomNoise node with seed {noise_maps.seed}, or set SamplerCustom's noise_seed to it (the edit-friendly "
+            "sampler does not use the noise itself)."
         )
 
 
@@ -440,6 +445,15 @@ class RecordedBatches:
         self.estimates = {}
         self.on_path = True
 
+    def entries_per_call(self) -> int:
+        """How many conditioning entries ComfyUI's calc_cond_batch puts in one call: all of them, or only the
+        positive ones under its CFG 1 shortcut."""
+        guider = _guider(self.model)
+        conds = getattr(guider, "conds", None) or {}
+        options = self.extra_args.get("model_options") or {}
+        cfg_one = math.isclose(float(getattr(guider, "cfg", 0.0)), 1.0) and not options.get("disable_cfg1_optimization", False)
+        return max(1, len(conds.get("positive") or ()) + (0 if cfg_one else len(conds.get("negative") or ())))
+
     def denoised(self, step: int, x: torch.Tensor, recorded: torch.Tensor) -> torch.Tensor | None:
         """The inversion batch's estimate for `step` at `x`, or None: x is off the recorded latent for the step
         (`recorded`, on x's device), or the step ran alone."""
@@ -451,7 +465,8 @@ class RecordedBatches:
             return None
         if step not in self.estimates:
             batch = x.shape[0]
-            if self.batch_fits is not None and not self.batch_fits(_base_model(self.model), ((stop - start) * batch, *x.shape[1:]), x.device):
+            shape = ((stop - start) * batch, *x.shape[1:])
+            if self.batch_fits is not None and not self.batch_fits(_base_model(self.model), shape, x.device, self.entries_per_call()):
                 # ComfyUI would split this batch (or run out of memory), so it would not round as the inversion's did.
                 self.on_path = False
                 return None
@@ -477,9 +492,9 @@ def sample_edit_friendly(
     guider with the inversion's prompts and CFG (same digest), step-parallel maps are replayed through
     the inversion's own batches while the path allows (RecordedBatches). A LATENT's noise mask (Set Latent
     Noise Mask, through SamplerCustomAdvanced) acts as `mask`, with ComfyUI's denoise_mask_function (such as
-    Differential Diffusion) applied to it at every step. `batch_fits(base_model, batch_shape, device)`, when
-    given, says whether a recorded batch would still run as one call; where it would not, the replay goes one
-    step at a time.
+    Differential Diffusion) applied to it at every step. `batch_fits(base_model, batch_shape, device, entries)`,
+    when given, says whether a recorded batch would still run as one call; where it would not, the replay goes
+    one step at a time.
     """
     if noise_maps is None:
         raise ValueError("sample_edit_friendly needs noise_maps")
@@ -507,8 +522,13 @@ def sample_edit_friendly(
 
     # A copy, so that nothing downstream can change the cached maps' start latent through it.
     x = recorded = noise_maps.start_latent(skip).to(device, dtype, copy=True)
-    same_conditioning = noise_maps.batches is not None and noise_maps.conditioning_digest is not None and (
-        guider_digest(_guider(model)) == noise_maps.conditioning_digest
+    # The digest covers prompts and CFG, not model patches: one that would have kept the inversion step by step
+    # (a sigma gate, a cache) must keep the replay so too.
+    same_conditioning = (
+        noise_maps.batches is not None
+        and noise_maps.conditioning_digest is not None
+        and guider_digest(_guider(model)) == noise_maps.conditioning_digest
+        and _timestep_gates(model, extra_args, x.shape[0]) is not None
     )
     recorded_batches = RecordedBatches(model, noise_maps, extra_args, batch_fits) if same_conditioning else None
     previous = None

@@ -7,7 +7,6 @@ of crashing or stalling the host.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -24,8 +23,9 @@ FORMAT_NAME = "edit-friendly-ddpm/noise-maps"
 FORMAT_VERSION = 2
 """Version 2 added the optional tensor `source_denoised` (rule dpmpp_2m_sde). Files without it are still
 written as version 1, so older versions of the pack keep reading ddpm maps."""
-MAX_HEADER_BYTES = 16 << 20
-"""The maps' own header is a few KiB; the rest is room for the prompt and workflow saved with them."""
+MAX_HEADER_BYTES = 1 << 20
+"""The maps' own header is a few KiB; the rest is room for the prompt and workflow saved with them (every version of
+the pack reads headers up to this size, so a larger workflow is left out rather than make the file unreadable to them)."""
 MAX_FILE_BYTES = 16 << 30
 """Far above any real set of maps (Flux at 2048 px, 1000 steps, is about 8 GiB); anything larger is not ours."""
 
@@ -44,6 +44,15 @@ _ITEM_BYTES = {"F32": 4, "F64": 8}
 
 class NoiseMapsFileError(EditFriendlyInputError):
     """A noise-maps file that cannot be used; the message says why."""
+
+
+_FINGERPRINT_FIELDS = ("prediction", "schedule", "latent_format", "latent_channels")
+"""The fingerprint fields stored under "fingerprint", which every version reads; later fields get keys of their own."""
+_READER_KEYS = (
+    "format", "format_version", "eta", "seed", "source_cfg", "rule", "variations", "fingerprint",
+    "latent_rgb_factors", "latent_rgb_bias", "batches", "conditioning_digest", "timesteps_digest",
+)
+"""Metadata keys the loader reads: no saved workflow may take one, even where these maps leave it out."""
 
 
 def to_bytes(maps: NoiseMaps, extra_metadata: dict[str, str] | None = None) -> bytes:
@@ -67,16 +76,18 @@ def to_bytes(maps: NoiseMaps, extra_metadata: dict[str, str] | None = None) -> b
         "source_cfg": repr(float(maps.source_cfg)),
         "rule": maps.rule,
         "variations": str(int(maps.variations)),
-        "fingerprint": json.dumps(dataclasses.asdict(maps.fingerprint)),
+        "fingerprint": json.dumps({name: getattr(maps.fingerprint, name) for name in _FINGERPRINT_FIELDS}),
         "latent_rgb_factors": json.dumps(maps.latent_rgb_factors),
         "latent_rgb_bias": json.dumps(maps.latent_rgb_bias),
     }
+    if maps.fingerprint.timesteps:
+        metadata["timesteps_digest"] = maps.fingerprint.timesteps  # an older pack ignores it
     if maps.batches is not None:
         # Optional keys: an older pack ignores them and replays one step at a time.
         metadata["batches"] = json.dumps([list(batch) for batch in maps.batches])
         metadata["conditioning_digest"] = maps.conditioning_digest or ""
     if extra_metadata:
-        extra = {str(key): str(value) for key, value in extra_metadata.items() if key not in metadata}
+        extra = {str(key): str(value) for key, value in extra_metadata.items() if key not in _READER_KEYS}
         data = safetensors.torch.save(tensors, metadata={**extra, **metadata})
         if struct.unpack("<Q", data[:8])[0] <= MAX_HEADER_BYTES:
             return data
@@ -177,9 +188,11 @@ def _parse_metadata(path: str, metadata: dict) -> dict:
         fields = json.loads(metadata["fingerprint"])
         if not isinstance(fields, dict):
             raise TypeError("the fingerprint is not a mapping")
-        known = {field.name for field in dataclasses.fields(ModelFingerprint)}
         # A later version may fingerprint more; the fields this one knows still decide what it replays on.
-        fingerprint = ModelFingerprint(**{name: value for name, value in fields.items() if name in known})
+        fingerprint = ModelFingerprint(
+            **{name: value for name, value in fields.items() if name in _FINGERPRINT_FIELDS},
+            timesteps=str(metadata.get("timesteps_digest", "")),
+        )
         values = {
             "eta": float(metadata["eta"]),
             "seed": int(metadata["seed"]),

@@ -3,6 +3,7 @@
 Tiny seeded models of every family, 8x12 latents and few steps, on the CPU.
 """
 
+import dataclasses
 import json
 
 import comfy.model_management
@@ -246,6 +247,18 @@ def test_model_patches_that_look_at_one_sigma_or_keep_state_run_the_inversion_st
     assert torch.equal(parallel.maps, one_step.maps)
 
 
+def test_a_replay_under_a_step_sensitive_patch_runs_step_by_step():
+    tiny = tiny_models.sd15_eps(seed=0)
+    latent, positive, negative = setup(tiny)
+    maps = pipeline.invert(tiny.patcher, positive, negative, latent, 8, 3.5, "karras", 1.0, 5, parallel_steps=4)
+    patched, calls = counting_model_calls(tiny.patcher)
+    patched.set_model_sampler_post_cfg_function(lambda args: args["denoised"] * gated(args["sigma"]))  # added after the inversion
+    replayed = pipeline.regenerate(patched, positive, negative, maps, 3.5, 0)
+    assert [shape[0] for shape, _ in calls] == [4] * maps.steps
+    one_step = pipeline.regenerate(patched, positive, negative, dataclasses.replace(maps, batches=None), 3.5, 0)
+    assert torch.equal(replayed, one_step)
+
+
 def test_torch_compile_wrapper_still_shares_batches():
     tiny = tiny_models.sd15_eps(seed=0)
     latent, positive, negative = setup(tiny)
@@ -256,20 +269,21 @@ def test_torch_compile_wrapper_still_shares_batches():
     assert maps.batches == ((0, 4), (4, 8))
 
 
-@pytest.mark.parametrize("mask_batch", [1, 2, 3])
-def test_a_conditioning_mask_of_another_batch_size_runs_the_inversion_step_by_step(mask_batch):
+@pytest.mark.parametrize("mask_batch, variations", [(1, 1), (2, 1), (3, 1), (4, 1), (2, 2), (4, 2)])
+def test_a_conditioning_mask_of_another_batch_size_runs_the_inversion_step_by_step(mask_batch, variations):
     from nodes import ConditioningSetMask
 
     tiny = tiny_models.sd15_eps(seed=0)
     latent, positive, negative = setup(tiny)  # a batch of 2 latents
     masks = torch.rand((mask_batch, 64, 96), generator=torch.Generator().manual_seed(4))
     (masked,) = ConditioningSetMask().append(positive, masks, "default", 1.0)
-    one_step = pipeline.invert(tiny.patcher, masked, negative, latent, 8, 3.5, "karras", 1.0, 5)
-    parallel = pipeline.invert(tiny.patcher, masked, negative, latent, 8, 3.5, "karras", 1.0, 5, parallel_steps=4)
-    # A mask per latent (or one for all) repeats per step alike; three masks for two latents do not.
-    assert (parallel.batches is None) == (mask_batch == 3)
+    one_step = pipeline.invert(tiny.patcher, masked, negative, latent, 8, 3.5, "karras", 1.0, 5, variations)
+    parallel = pipeline.invert(tiny.patcher, masked, negative, latent, 8, 3.5, "karras", 1.0, 5, variations, parallel_steps=4)
+    # Masks whose count divides the batch (2 latents x variations) repeat per step alike; others do not.
+    assert (parallel.batches is None) == bool((2 * variations) % mask_batch)
     assert max_error(parallel.maps, one_step.maps) <= 1e-4
-    assert max_error(pipeline.regenerate(tiny.patcher, masked, negative, parallel, 3.5, 0), latent["samples"]) <= 1e-6
+    regenerated = pipeline.regenerate(tiny.patcher, masked, negative, parallel, 3.5, 0)
+    assert max_error(regenerated, latent["samples"].repeat(variations, 1, 1, 1)) <= 1e-6
 
 
 def test_settling_takes_the_recorded_latent_only_within_rounding():
@@ -421,6 +435,12 @@ def test_an_explicit_chunk_size_is_capped_by_free_memory(monkeypatch, caplog):
         maps = pipeline.invert(tiny.patcher, positive, negative, latent, 8, 3.5, "karras", 1.0, 5, parallel_steps=8)
     assert maps.batches == ((0, 2), (2, 4), (4, 6), (6, 8))
     assert "parallel_steps 8 does not fit" in caplog.text
+    caplog.clear()
+    gated_model = tiny.patcher.clone()
+    gated_model.set_model_sampler_post_cfg_function(lambda args: args["denoised"] * gated(args["sigma"]))
+    with caplog.at_level("WARNING"):  # step by step because of the patch: memory is not to blame
+        assert pipeline.invert(gated_model, positive, negative, latent, 8, 3.5, "karras", 1.0, 5, parallel_steps=8).batches is None
+    assert "does not fit" not in caplog.text
 
 
 def test_a_replay_runs_step_by_step_where_a_recorded_batch_no_longer_fits(monkeypatch):
@@ -435,6 +455,17 @@ def test_a_replay_runs_step_by_step_where_a_recorded_batch_no_longer_fits(monkey
     fake_free_memory(monkeypatch, tiny.patcher.model.memory_required([4, 4, 8, 12]) * 1.5 * 1.01)
     assert max_error(pipeline.regenerate(patched, positive, negative, maps, 3.5, 0), latent["samples"]) <= TOLERANCE
     assert [shape[0] for shape, _ in calls] == [4] * maps.steps
+
+
+def test_a_cfg_1_replay_asks_memory_for_the_positive_half_only(monkeypatch):
+    tiny = tiny_models.sd15_eps(seed=0)
+    latent, positive, negative = setup(tiny)
+    maps = pipeline.invert(tiny.patcher, positive, negative, latent, 8, 1.0, "karras", 1.0, 5, parallel_steps=4)
+    patched, calls = counting_model_calls(tiny.patcher)
+    # Room for a 4-step batch of the positive prompt alone, as ComfyUI's CFG 1 shortcut runs it, not for both halves.
+    fake_free_memory(monkeypatch, tiny.patcher.model.memory_required([8, 4, 8, 12]) * 1.5 * 1.01)
+    assert max_error(pipeline.regenerate(patched, positive, negative, maps, 1.0, 0), latent["samples"]) <= 1e-6
+    assert [shape[0] for shape, _ in calls] == [8, 8]
 
 
 def test_automatic_chunk_size_on_a_gpu_stops_where_batching_stopped_gaining(monkeypatch):

@@ -294,22 +294,38 @@ def test_loader_refuses_metadata_that_does_not_fit_the_maps(eps, tmp_path, chang
 
 def test_fingerprints_of_older_and_newer_versions_load(eps, tmp_path):
     maps = eps[4]
-    for name, change in (
-        ("older", lambda fields: fields.pop("timesteps")),  # saved before the timestep digest existed
-        ("newer", lambda fields: fields.update(weights="abc123")),  # a field a later version may add
-    ):
-        def edit(header, change=change):
-            fields = json.loads(header["__metadata__"]["fingerprint"])
-            change(fields)
-            header["__metadata__"]["fingerprint"] = json.dumps(fields)
+    assert maps.fingerprint.timesteps
+    path = tmp_path / "current.safetensors"
+    serialization.save(maps, str(path))
+    stored = json.loads(saved_metadata(path)["fingerprint"])
+    # Older versions of the pack build their fingerprint from exactly these fields; the timestep digest has its own key.
+    assert sorted(stored) == ["latent_channels", "latent_format", "prediction", "schedule"]
 
+    def older(header):  # saved before the timestep digest existed
+        del header["__metadata__"]["timesteps_digest"]
+
+    def newer(header):  # a field a later version may add
+        fields = json.loads(header["__metadata__"]["fingerprint"])
+        header["__metadata__"]["fingerprint"] = json.dumps(fields | {"weights": "abc123"})
+
+    for name, edit in (("older", older), ("newer", newer)):
         path = tmp_path / f"{name}.safetensors"
         path.write_bytes(rewrite_header(serialization.to_bytes(maps), edit))
         loaded = serialization.load(str(path))
         assert loaded.fingerprint.mismatch(maps.fingerprint) is None, name
+        assert loaded.fingerprint.timesteps == ("" if name == "older" else maps.fingerprint.timesteps)
     path.write_bytes(rewrite_header(serialization.to_bytes(maps), lambda h: h["__metadata__"].update(fingerprint="[1, 2]")))
     with pytest.raises(serialization.NoiseMapsFileError, match="metadata is incomplete or unreadable"):
         serialization.load(str(path))
+
+
+def test_a_saved_workflow_cannot_take_a_key_the_loader_reads(eps, tmp_path):
+    maps = eps[4]  # one step at a time: no batches of its own
+    path = tmp_path / "clash.safetensors"
+    serialization.save(maps, str(path), {"batches": "[[0, 2], [2, 4]]", "conditioning_digest": "x", "workflow": "{}"})
+    metadata = saved_metadata(path)
+    assert "batches" not in metadata and "conditioning_digest" not in metadata and metadata["workflow"] == "{}"
+    assert serialization.load(str(path)).batches is None
 
 
 def test_random_corruption_never_crashes_or_hangs_the_process(eps, tmp_path):
