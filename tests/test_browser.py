@@ -336,6 +336,8 @@ def test_skip_limit_follows_connected_inversion(page):
     state = _skip_state(page)
     defined = page.evaluate("async () => (await (await fetch('api/object_info/EditFriendlySampler')).json()).EditFriendlySampler")
     assert state["max"] == defined["input"]["required"]["skip"][1]["max"] and state["label"] == "skip", state
+    # Read at registration (not the script's fallback, which has the same value today).
+    assert page.evaluate("() => Object.getPrototypeOf(efTest.sampler).efSkipDefaultMax") == state["max"]
     read = page.evaluate(
         f"""async () => {{
             const {{ skipMaxFromNodeDef }} = await import('/extensions/{PACK_FOLDER}/js/edit_friendly.js');
