@@ -90,7 +90,7 @@ def auto_parallel_steps(base_model, latent_shape: tuple, steps: int, device=None
     and CPU_PARALLEL_PIXELS).
     """
     device = comfy.model_management.get_torch_device() if device is None else device
-    free = comfy.model_management.get_free_memory(device)
+    free = free_memory(base_model, device)
     batch, *rest = latent_shape
     pixels_per_step = math.prod([batch, *rest[-2:]])
     if requested:
@@ -117,7 +117,16 @@ def batch_fits(base_model, batch_shape: tuple, device, entries: int = 2) -> bool
     models with reference latents (Flux Kontext) add to the estimate.
     """
     batch, *rest = batch_shape
-    return base_model.memory_required([entries * batch, *rest]) * 1.5 < comfy.model_management.get_free_memory(device)
+    return base_model.memory_required([entries * batch, *rest]) * 1.5 < free_memory(base_model, device)
+
+
+def free_memory(base_model, device) -> float:
+    """The free memory ComfyUI's calc_cond_batch sizes its batches by: later ComfyUI versions ask the patcher of
+    the loaded model (with dynamic VRAM it counts what it can free), ComfyUI 0.3.75 asks the device."""
+    patcher = getattr(base_model, "current_patcher", None)
+    if callable(getattr(patcher, "get_free_memory", None)):
+        return patcher.get_free_memory(device)
+    return comfy.model_management.get_free_memory(device)
 
 
 def check_memory_for_maps(samples: torch.Tensor, steps: int, rule: str, store) -> None:

@@ -16,7 +16,7 @@ from tqdm.auto import trange
 
 from .digest import guider_digest
 from .noise_maps import SAMPLING_RULES, ModelFingerprint, NoiseMaps
-from .validation import EditFriendlyInputError, check_maps_fit_model
+from .validation import EditFriendlyInputError, check_maps_fit_model, check_noise_scales
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,11 +173,11 @@ def _guider(model):
 
 STEP_SENSITIVE_OPTIONS = (
     "sampler_cfg_function", "sampler_pre_cfg_function", "sampler_post_cfg_function",
-    "sampler_calc_cond_batch_function", "model_function_wrapper", "context_handler",
+    "sampler_calc_cond_batch_function", "model_function_wrapper", "context_handler", "multigpu_clones",
 )
 """model_options entries that may look at one sigma per call or keep state between calls (APG's momentum,
-SkipLayerGuidanceDiTSimple's sigma[0]); with any of them, or a transformer patch (Deep Shrink reads sigmas[0]),
-steps run alone."""
+SkipLayerGuidanceDiTSimple's sigma[0]), or split a batch over devices that round apart (later ComfyUI versions'
+multi-GPU clones); with any of them, or a transformer patch (Deep Shrink reads sigmas[0]), steps run alone."""
 STEP_SENSITIVE_WRAPPERS = ("predict_noise", "calc_cond_batch", "apply_model", "diffusion_model")
 """ComfyUI wrapper types (patcher_extension.WrappersMP) that see every model call, such as EasyCache's cache."""
 BATCH_SAFE_WRAPPER_KEYS = ("torch.compile",)
@@ -294,7 +294,7 @@ def sample_edit_friendly_inversion(
     model_sampling = _base_model(model).model_sampling
     x0 = model.latent_image.to(x.dtype)
     sigmas_cpu = sigmas.detach().float().cpu()
-    scales = signal_and_noise_scales(model_sampling, sigmas_cpu)
+    scales = check_noise_scales(signal_and_noise_scales(model_sampling, sigmas_cpu), sigmas_cpu)
     steps = rule_steps(rule, scales, eta)
     keep_history = rule_keeps_history(rule)
     batch = x.shape[0]

@@ -66,6 +66,26 @@ def check_sigmas(sigmas: torch.Tensor, scheduler: str) -> torch.Tensor:
     return sigmas
 
 
+def check_noise_scales(scales: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+    """The model must noise as x = a(s) x0 + b(s) noise with b > 0 above sigma 0, b(0) = 0 and a(0) > 0.
+
+    (a is 0 at the top of a rectified-flow schedule, which is pure noise.)
+    """
+    a, b = scales[:, 0], scales[:, 1]
+    has_noise = torch.ones_like(b, dtype=torch.bool)
+    has_noise[-1] = False
+    bad = ~torch.isfinite(scales).all(dim=1) | (a < 0) | ((b > 0) != has_noise)
+    bad[-1] |= bool(a[-1] <= 0)
+    if bad.any():
+        where = int(bad.nonzero()[0])
+        raise EditFriendlyInputError(
+            f"This model does not noise its latents as x = a * latent + b * noise (at sigma {float(sigmas[where]):.4g} its "
+            f"noise scaling gives a = {float(a[where]):.4g}, b = {float(b[where]):.4g}). A model that starts from the input "
+            "image instead of noise has no DDPM noise space to invert into; use a text-to-image model."
+        )
+    return scales
+
+
 def check_skip(skip: int, noise_maps: NoiseMaps) -> int:
     check_maps(noise_maps)
     if not (0 <= skip < noise_maps.steps):

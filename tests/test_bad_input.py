@@ -160,6 +160,24 @@ def test_a_model_given_other_timesteps_for_the_same_sigmas_is_refused():
     assert (pipeline.regenerate(sd3.patcher, positive, negative, older, 3.5, 0) - latent["samples"]).abs().max() <= 1e-5
 
 
+def test_a_model_that_starts_from_the_image_instead_of_noise_is_refused(eps):
+    # Stands in for the image-to-image prediction types of later ComfyUI versions (IMG_TO_IMG_FLOW), whose
+    # noise scaling returns the input latent: b(s) = 0, so there is no noise to invert into (a division by 0 before).
+    tiny, latent, _ = eps
+    model_sampling = tiny.patcher.get_model_object("model_sampling")
+
+    class FromTheImage(type(model_sampling)):
+        def noise_scaling(self, sigma, noise, latent_image, max_denoise=False):
+            return latent_image
+
+    from_image = copy.deepcopy(model_sampling)
+    from_image.__class__ = FromTheImage
+    patched = tiny.patcher.clone()
+    patched.add_object_patch("model_sampling", from_image)
+    words = invert_with(dataclasses.replace(tiny, patcher=patched), latent["samples"])
+    assert "does not noise its latents" in words and "b = 0" in words, words
+
+
 def test_fingerprints_read_device_tables_without_float64_on_the_device():
     class NoFloat64(torch.Tensor):  # stands in for a table on an MPS device, which has no float64
         def double(self, *args, **kwargs):

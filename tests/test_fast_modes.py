@@ -221,7 +221,7 @@ def gated_diffusion_model_wrapper(executor, x, timesteps, *args, **kwargs):  # E
 
 
 @pytest.mark.parametrize(
-    "patch", ["apg", "sigma_gated", "input_block_patch", "calc_cond_batch", "unet_wrapper", "diffusion_model_wrapper"]
+    "patch", ["apg", "sigma_gated", "input_block_patch", "calc_cond_batch", "unet_wrapper", "diffusion_model_wrapper", "multigpu"]
 )
 def test_model_patches_that_look_at_one_sigma_or_keep_state_run_the_inversion_step_by_step(patch):
     tiny = tiny_models.sd15_eps(seed=0)
@@ -239,6 +239,8 @@ def test_model_patches_that_look_at_one_sigma_or_keep_state_run_the_inversion_st
         model.set_model_sampler_calc_cond_batch_function(gated_cond_batch)
     elif patch == "unet_wrapper":
         model.set_model_unet_function_wrapper(gated_unet_wrapper)
+    elif patch == "multigpu":  # later ComfyUI versions spread a batch over these devices' clones (0.3.75 ignores the key)
+        model.model_options["multigpu_clones"] = {"cuda:1": "a clone of the model on another GPU"}
     else:
         model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "gate", gated_diffusion_model_wrapper)
     one_step = pipeline.invert(model, positive, negative, latent, 10, 3.5, "karras", 1.0, 5)
@@ -418,6 +420,24 @@ def test_automatic_chunk_size_follows_free_memory(monkeypatch):
     monkeypatch.setattr(comfy.model_management, "get_free_memory", lambda *a, **k: 1e6 * per_step)
     assert pipeline.auto_parallel_steps(base, shape, 3) == 3
     assert pipeline.auto_parallel_steps(base, shape, 50) == pipeline.CPU_PARALLEL_STEPS
+
+
+def test_free_memory_is_asked_where_comfyui_batching_asks_it(monkeypatch):
+    # Later ComfyUI versions size calc_cond_batch's batches by the loaded model's patcher (ModelPatcher.get_free_memory,
+    # absent in 0.3.75); the replay's test must ask the same, or it splits batches ComfyUI would run whole.
+    tiny = tiny_models.sd15_eps(seed=0)
+    base = tiny.patcher.model
+    per_step = base.memory_required([4, 4, 8, 12]) * 1.5 / 0.8
+    monkeypatch.setattr(comfy.model_management, "get_free_memory", lambda *a, **k: 0.5 * per_step)
+    assert pipeline.auto_parallel_steps(base, (2, 4, 8, 12), 50) == 1
+    assert not pipeline.batch_fits(base, (8, 4, 8, 12), "cpu")
+    asked = []
+    patcher_free = lambda self, device: asked.append(device) or 1e6 * per_step  # noqa: E731
+    monkeypatch.setattr(type(tiny.patcher), "get_free_memory", patcher_free, raising=False)
+    monkeypatch.setattr(base, "current_patcher", tiny.patcher)
+    assert pipeline.auto_parallel_steps(base, (2, 4, 8, 12), 50) == pipeline.CPU_PARALLEL_STEPS
+    assert pipeline.batch_fits(base, (8, 4, 8, 12), "cpu")
+    assert len(asked) == 2 and asked[1] == "cpu"
 
 
 def fake_free_memory(monkeypatch, free):

@@ -1,5 +1,6 @@
 """Save/load of maps, the SamplerCustomAdvanced path, masked edits and batched variations."""
 
+import inspect
 import json
 import os
 import pathlib
@@ -92,12 +93,19 @@ def saved_metadata(path) -> dict:
         return handle.metadata()
 
 
+def with_hidden_inputs(node_class, hidden):
+    """The class clone ComfyUI's executor runs, with `hidden` set; later ComfyUI versions pass the hidden inputs
+    inside a dict of V3 data instead of alone."""
+    takes_v3_data = "v3_data" in inspect.signature(node_class.PREPARE_CLASS_CLONE).parameters
+    return node_class.PREPARE_CLASS_CLONE({"hidden_inputs": hidden} if takes_v3_data else hidden)
+
+
 def test_saved_file_keeps_the_prompt_and_workflow_unless_metadata_is_disabled(eps, comfy_folders, monkeypatch):
     # As ComfyUI's SaveLatent: JSON strings under "prompt" and each extra_pnginfo key; the loader ignores them.
     prompt = {"7": {"class_type": "EditFriendlySaveNoiseMaps", "inputs": {"filename_prefix": "meta", "noise_maps": ["6", 0]}}}
     workflow = {"nodes": [{"id": 7, "type": "EditFriendlySaveNoiseMaps"}], "links": [], "version": 0.4}
     hidden = {io.Hidden.prompt: prompt, io.Hidden.extra_pnginfo: {"workflow": workflow, "format": "not a noise-maps marker"}}
-    node = EditFriendlySaveNoiseMaps.PREPARE_CLASS_CLONE(hidden)  # what ComfyUI's executor runs
+    node = with_hidden_inputs(EditFriendlySaveNoiseMaps, hidden)
     assert {"prompt": ("PROMPT",), "extra_pnginfo": ("EXTRA_PNGINFO",)}.items() <= EditFriendlySaveNoiseMaps.INPUT_TYPES()["hidden"].items()
     (name,) = node.execute(eps[4], "meta").ui["text"]
     metadata = saved_metadata(comfy_folders / "output" / name)
