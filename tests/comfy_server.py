@@ -75,9 +75,10 @@ def tiny_models(models_dir: pathlib.Path) -> pathlib.Path:
 
 
 class ComfyServer:
-    def __init__(self, base: pathlib.Path, port: int):
+    def __init__(self, base: pathlib.Path, port: int, front_end_root: pathlib.Path | None = None):
         self.base = base
         self.port = port
+        self.front_end_root = front_end_root  # another frontend's static files; None: the one ComfyUI pins
         self.url = f"http://127.0.0.1:{port}"
         self.models_dir = base / "models"
         self.input_dir = base / "input"
@@ -97,6 +98,7 @@ class ComfyServer:
             "--output-directory", str(self.output_dir),
             "--temp-directory", str(self.base / "temp"),
             "--database-url", "sqlite:///:memory:",
+            *(["--front-end-root", str(self.front_end_root)] if self.front_end_root else []),
         ]
 
     def start(self, timeout: float = START_TIMEOUT) -> None:

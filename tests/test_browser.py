@@ -1,12 +1,14 @@
 """The pack in ComfyUI's real frontend (comfyui-frontend-package), driven in headless Chromium.
 
-One browser page on the `comfy_server` server is shared by the tests of this module, in order:
-the page loads with our extension and no errors from it; the node search finds the three nodes;
-EF_NOISE_MAPS sockets and links are drawn in the pack's colour (read back from the canvas pixels),
-also after a colour palette change; the sampler's skip widget follows the connected inversion's
-steps; an example workflow of the pack opens from the templates dialog and, run with the tiny
-checkpoint, saves an image. A screenshot of that workflow goes to the test's temporary folder and,
-with EF_UPDATE_SCREENSHOT=1, to docs/screenshot-edit-workflow.png.
+Every test runs against each of FRONTENDS: the frontend ComfyUI 0.3.75 pins, and the newest one (which users of
+newer ComfyUI versions get; scripts/setup.sh unpacks it, and a second server serves it with --front-end-root)
+with nodes drawn on the canvas and as Vue components. One browser page per frontend is shared by the tests of
+this module, in order: the page loads with our extension and no errors from it; the node search finds the three
+nodes; EF_NOISE_MAPS sockets and links are drawn in the pack's colour (read back from the canvas pixels or the
+slot's element), also after a colour palette change; the sampler's skip widget follows the connected inversion's
+steps; an example workflow of the pack opens from the templates dialog and, run with the tiny checkpoint, saves
+an image. A screenshot of that workflow goes to the test's temporary folder and, with EF_UPDATE_SCREENSHOT=1
+(pinned frontend only), to docs/screenshot-edit-workflow.png.
 
 Chromium comes from Debian's `chromium` package (scripts/setup.sh installs it) and is driven by
 Playwright without Playwright's own browser downloads. Without it the tests skip, except under CI
@@ -18,12 +20,18 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import shutil
 import urllib.request
 
+import comfy_server as host
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+NEWEST_FRONTEND = host.CACHE / "frontend-newest" / "static"  # NEWEST_FRONTEND in scripts/setup.sh
+# Vue nodes (Nodes 2.0) only with the newest frontend: in the pinned one they were a preview that placed nodes
+# added from a script elsewhere than their positions and showed a preview's images one at a time.
+FRONTENDS = [("pinned", "classic"), ("newest", "classic"), ("newest", "vue")]
 SCREENSHOT = ROOT / "docs" / "screenshot-edit-workflow.png"
 TINY_CHECKPOINT = "tiny-sd15.safetensors"
 PACK_FOLDER = "edit-friendly-ddpm"
@@ -42,6 +50,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
 ]
 TIMEOUT_MS = 20_000
+DIALOGS = ".p-dialog, [role=dialog]"  # the frontend's dialogs, older (PrimeVue) and newer
 
 
 def _in_ci() -> bool:
@@ -99,9 +108,38 @@ class BrowserLog:
         return [entry for entry in self.console + self.page_errors + self.failed if is_ours(entry)]
 
 
+@pytest.fixture(scope="module", params=FRONTENDS, ids="-".join)
+def frontend(request):
+    """(frontend, node view): the frontend ComfyUI pins or the newest one setup.sh unpacked, with nodes drawn on
+    the canvas ("classic") or as Vue components ("vue", Nodes 2.0)."""
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def server(request):
-    return request.getfixturevalue("comfy_server")
+def newest_frontend_server(tmp_path_factory):
+    """A second ComfyUI server, started on first use, that serves the newest frontend."""
+    started = []
+
+    def get():
+        if not started:
+            if not (NEWEST_FRONTEND / "index.html").is_file():
+                _unavailable(f"The newest frontend was not found in {NEWEST_FRONTEND}; scripts/setup.sh unpacks it (EF_WITH_BROWSER=1).")
+            server = host.ComfyServer(tmp_path_factory.mktemp("comfyui-newest-frontend"), host.free_port(), front_end_root=NEWEST_FRONTEND)
+            host.tiny_models(server.models_dir)
+            started.append(server)
+            server.start()
+        return started[0]
+
+    try:
+        yield get
+    finally:
+        for server in started:
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def server(request, frontend, newest_frontend_server):
+    return newest_frontend_server() if frontend[0] == "newest" else request.getfixturevalue("comfy_server")
 
 
 @pytest.fixture(scope="module")
@@ -128,13 +166,15 @@ def browser_context(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def page(browser_context, server):
-    page = browser_context.pages[0] if browser_context.pages else browser_context.new_page()
+def page(browser_context, server, frontend):
+    page = browser_context.new_page()
     log = BrowserLog()
     log.attach(page)
     page.log = log
+    page.vue_nodes = frontend[1] == "vue"
     # A new user gets the templates dialog on the first visit; this server's user has seen it.
     _post_json(f"{server.url}/settings/Comfy.TutorialCompleted", True)
+    _post_json(f"{server.url}/settings/Comfy.VueNodes.Enabled", page.vue_nodes)
     page.goto(server.url)
     # The app is up once the node definitions, ours included, are registered with the canvas.
     page.wait_for_function(
@@ -143,7 +183,11 @@ def page(browser_context, server):
     )
     page.wait_for_load_state("networkidle")
     _close_banners(page)
-    yield page
+    _close_dialogs(page)
+    try:
+        yield page
+    finally:
+        page.close()
 
 
 def _post_json(url, value):
@@ -166,6 +210,16 @@ def _close_banners(page):
     )
 
 
+def _close_dialogs(page):
+    """Closes dialogs a frontend opens on a first visit (newer ones show the templates whatever the setting says)."""
+    for attempt in range(5):
+        if page.locator(DIALOGS).count() == 0:
+            return
+        page.keyboard.press("Escape")
+        page.wait_for_timeout(300)
+    pytest.fail(f"a dialog stays open after load: {page.locator(DIALOGS).first.inner_text()[:500]}")
+
+
 def _clear_graph(page):
     page.evaluate("() => { app.graph.clear(); app.canvas.ds.offset = [0, 0]; app.canvas.ds.scale = 1; app.canvas.setDirty(true, true); }")
 
@@ -183,7 +237,7 @@ def _open_node_search(page):
     """Double-clicks the empty canvas, as a user does, until the node search box is open."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-    search = page.get_by_placeholder("Search Nodes...")
+    search = page.get_by_placeholder(re.compile(r"^(Search Nodes|Add a node)\.\.\.$"))  # the frontend's older and newer text
     box = page.locator("#graph-canvas").bounding_box()
     for attempt in range(3):
         page.mouse.dblclick(box["x"] + box["width"] * 0.55, box["y"] + box["height"] * 0.5)
@@ -201,7 +255,7 @@ def test_node_search_finds_node(page, node_type):
     _clear_graph(page)
     search = _open_node_search(page)
     search.fill(display_name)
-    option = page.locator('li[role="option"]').filter(has_text=display_name).first
+    option = page.locator('[role="option"]').filter(has_text=display_name).first
     option.wait_for(state="visible")
     # Choosing the result adds the node: the search found ours, not a look-alike.
     option.click()
@@ -222,6 +276,15 @@ def _pixel(page, x, y):
         }""",
         [x, y],
     ))
+
+
+def _noise_maps_output_colour(page, position):
+    """The colour the inversion's EF_NOISE_MAPS output is drawn in: a canvas pixel, or with Vue nodes the slot's dot."""
+    if not page.vue_nodes:
+        return _pixel(page, *position)
+    dot = page.locator('.lg-slot--output .slot-dot[style*="--color-datatype-EF_NOISE_MAPS"]').first
+    colour = dot.evaluate("(element) => getComputedStyle(element).backgroundColor")
+    return tuple(int(value) for value in re.findall(r"\d+", colour)[:3])
 
 
 def _close_to(pixel, colour, tolerance=12):
@@ -267,7 +330,7 @@ def test_noise_maps_socket_and_link_colour(page):
         )
         expected = "#%02X%02X%02X" % NOISE_MAPS_COLOUR
         assert [value.upper() for value in tables] == [expected] * 3, (palette, tables)
-        slot = _pixel(page, *output)
+        slot = _noise_maps_output_colour(page, output)
         link = _pixel(page, *middle)
         assert _close_to(slot, NOISE_MAPS_COLOUR), f"{palette}: output slot drawn in {slot}"
         assert _close_to(link, NOISE_MAPS_COLOUR), f"{palette}: link drawn in {link}"
@@ -478,28 +541,43 @@ def _queue_and_wait(page, server) -> dict:
     return entry
 
 
-def test_example_workflow_opens_from_templates_and_runs(page, server, tmp_path):
+def _check_missing_checkpoint_is_offered(page):
+    """The test server lacks the examples' checkpoint, which they declare as ComfyUI's templates do: the frontend
+    names it and offers its download (from the declared address), in a dialog (older frontends) or in the
+    workflow's list of issues (newer ones)."""
+    import make_example_workflows
+
+    checkpoint = make_example_workflows.CHECKPOINT
+    missing = page.locator(".p-dialog").filter(has=page.locator(".comfy-missing-models"))
+    issues = page.get_by_role("button", name="View details")
+    missing.or_(issues).first.wait_for()
+    if missing.count():
+        assert f"checkpoints / {checkpoint}" in missing.inner_text()
+        download = missing.locator(f'button[title="{make_example_workflows.CHECKPOINT_URL}"]')
+        assert download.count() == 1 and download.is_enabled(), missing.inner_html()[:3000]
+        missing.locator(".p-dialog-close-button").click()
+        page.wait_for_function("() => !document.querySelector('.p-dialog')")
+        return
+    issues.click()
+    download = page.get_by_role("button", name=f"Download {checkpoint}")
+    download.wait_for()
+    assert download.is_enabled()
+    shown = page.locator("body").inner_text()
+    assert "Missing Models" in shown and f"{checkpoint}\ncheckpoints" in shown, shown[-1500:]
+
+
+def test_example_workflow_opens_from_templates_and_runs(page, server, frontend, tmp_path):
     names = _pack_templates(server)
     assert names, f"the server lists no example workflows for {PACK_FOLDER}: {server.get('/workflow_templates')}"
     name = _pick_edit_template(server, names)
 
     _clear_graph(page)
     page.evaluate("() => app.extensionManager.command.execute('Comfy.BrowseTemplates')")
-    dialog = page.locator(".p-dialog")
+    dialog = page.locator(DIALOGS)
     dialog.get_by_text(PACK_FOLDER, exact=True).first.click()
     card = dialog.locator(f'[data-testid="template-workflow-{name}"]')
     card.click()
-    # The test server lacks the examples' checkpoint, which they declare as ComfyUI's templates do: the
-    # frontend's missing-models dialog names it and offers its download (from the declared address).
-    import make_example_workflows
-
-    missing = page.locator(".p-dialog").filter(has=page.locator(".comfy-missing-models"))
-    missing.wait_for()
-    assert f"checkpoints / {make_example_workflows.CHECKPOINT}" in missing.inner_text()
-    download = missing.locator(f'button[title="{make_example_workflows.CHECKPOINT_URL}"]')
-    assert download.count() == 1 and download.is_enabled(), missing.inner_html()[:3000]
-    missing.locator(".p-dialog-close-button").click()
-    page.wait_for_function("() => !document.querySelector('.p-dialog')")
+    _check_missing_checkpoint_is_offered(page)
     page.wait_for_function("() => app.graph.nodes.some((node) => node.type === 'EditFriendlySampler')")
 
     _use_tiny_settings(page)
@@ -512,17 +590,29 @@ def test_example_workflow_opens_from_templates_and_runs(page, server, tmp_path):
     assert new_files, "no new PNG in the output folder"
 
     # The saved image shows up on the Save Image node; then the whole workflow goes into a screenshot.
-    page.wait_for_function(
-        "() => app.graph.nodes.some((node) => node.type === 'SaveImage' && node.imgs?.length && node.imgs[0].complete)",
-        timeout=30_000,
-    )
+    _wait_for_images_on_node(page, "SaveImage")
     shot = tmp_path / SCREENSHOT.name
     _screenshot_graph(page, shot)
     print(f"screenshot: {shot}")
-    if os.environ.get("EF_UPDATE_SCREENSHOT") == "1":
+    if os.environ.get("EF_UPDATE_SCREENSHOT") == "1" and frontend == FRONTENDS[0]:
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shot, SCREENSHOT)
     assert page.log.ours() == [], "\n".join(page.log.ours())
+
+
+def _wait_for_images_on_node(page, node_type, count=None):
+    """Waits until the node of `node_type` shows its output images, loaded (`count` of them if given): on the
+    canvas the node holds them in node.imgs, with Vue nodes they are <img> elements inside the node."""
+    page.wait_for_function(
+        """([type, count]) => {
+            const node = app.graph.nodes.find((node) => node.type === type);
+            const element = document.querySelector(`[data-node-id="${node?.id}"]`);
+            const images = node?.imgs?.length ? node.imgs : [...(element?.querySelectorAll('img[src*="/view?"]') ?? [])];
+            return images.length > 0 && (count === null || images.length === count) && images.every((img) => img.complete);
+        }""",
+        arg=[node_type, count],
+        timeout=30_000,
+    )
 
 
 def _load_example(page, server, name):
@@ -552,8 +642,5 @@ def test_save_shows_its_file_and_preview_shows_its_pictures_on_the_node(page, se
 
     _load_example(page, server, "noise_map_preview")
     _queue_and_wait(page, server)
-    page.wait_for_function(
-        "() => app.graph.nodes.some((node) => node.type === 'EditFriendlyNoiseMapPreview' && node.imgs?.length === 2 && node.imgs.every((img) => img.complete))",
-        timeout=30_000,
-    )
+    _wait_for_images_on_node(page, "EditFriendlyNoiseMapPreview", count=2)
     assert page.log.ours() == [], "\n".join(page.log.ours())
