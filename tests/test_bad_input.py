@@ -162,7 +162,7 @@ def test_a_model_given_other_timesteps_for_the_same_sigmas_is_refused():
 
 def test_a_model_that_starts_from_the_image_instead_of_noise_is_refused(eps):
     # Stands in for the image-to-image prediction types of later ComfyUI versions (IMG_TO_IMG_FLOW), whose
-    # noise scaling returns the input latent: b(s) = 0, so there is no noise to invert into (a division by 0 before).
+    # noise scaling returns the input latent: b(s) = 0, so there is no noise to invert into (it ran without a word before).
     tiny, latent, _ = eps
     model_sampling = tiny.patcher.get_model_object("model_sampling")
 
