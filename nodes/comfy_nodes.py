@@ -29,7 +29,7 @@ SKIP_INPUT = io.Int.Input(
 )
 MASK_INPUT = io.Mask.Input(
     "mask", optional=True,
-    tooltip="Edit only inside the mask (1 = edit); outside, the output is the source. Soft masks blend. Resized if the aspect ratio matches.",
+    tooltip="Edit only inside the mask (1 = edit); outside, the output is the source. Soft masks blend. Resized if the aspect ratio matches. For a video: one mask, one per latent frame, or one per video frame.",
 )
 
 
@@ -52,7 +52,7 @@ class EditFriendlyDDPMInversion(io.ComfyNode):
                 io.Model.Input("model", tooltip="The diffusion model to invert with; edit with the same base model."),
                 io.Conditioning.Input("positive", tooltip="Source prompt: a description of the input image as it is."),
                 io.Conditioning.Input("negative", tooltip="Negative prompt used with the source CFG."),
-                io.Latent.Input("latent_image", tooltip="The image to edit, encoded with this model's VAE (VAE Encode)."),
+                io.Latent.Input("latent_image", tooltip="The image or video to edit, encoded with this model's VAE (VAE Encode)."),
                 io.Int.Input(
                     "steps", default=100, min=1, max=MAX_STEPS,
                     tooltip="Sampling steps of the schedule. The paper uses 100; fewer is faster but edits are coarser.",
@@ -85,16 +85,23 @@ class EditFriendlyDDPMInversion(io.ComfyNode):
                     "parallel_steps", default=1, min=0, max=pipeline.MAX_PARALLEL_STEPS, optional=True,
                     tooltip="Steps put through the model in one batch (the inversion's model calls are independent). 1 = one at a time, bit-exact; 0 = as many as free memory allows (on a CPU, only small latents are batched: larger ones gain nothing there); a larger value than fits is lowered, with a warning in the log. Above 1 a replay with the same prompts and CFG (this pack's sampler, or a CFGGuider) runs these batches again and reconstructs exactly; other guiders are exact only up to the model's rounding (about 1e-2 in float16 on a GPU).",
                 ),
+                io.Combo.Input(
+                    "precision", options=list(pipeline.PRECISIONS), default="auto", optional=True,
+                    tooltip="How the maps are kept in memory: float16 halves it (videos) and still reconstructs exactly, since the inversion and the sampler round alike. auto = float16 for a video of several frames, float32 otherwise.",
+                ),
             ],
             outputs=[NoiseMapsSocket.Output(display_name="noise_maps", tooltip=NOISE_MAPS_TOOLTIP)],
         )
 
     @classmethod
     def execute(
-        cls, model, positive, negative, latent_image, steps, cfg, scheduler, eta, seed, variations=1, rule="ddpm", parallel_steps=1
+        cls, model, positive, negative, latent_image, steps, cfg, scheduler, eta, seed, variations=1, rule="ddpm", parallel_steps=1,
+        precision="auto",
     ) -> io.NodeOutput:
         return io.NodeOutput(
-            pipeline.invert(model, positive, negative, latent_image, steps, cfg, scheduler, eta, seed, variations, rule, parallel_steps)
+            pipeline.invert(
+                model, positive, negative, latent_image, steps, cfg, scheduler, eta, seed, variations, rule, parallel_steps, precision
+            )
         )
 
 
@@ -166,9 +173,10 @@ class EditFriendlySamplerCustom(io.ComfyNode):
 
 
 class EditFriendlyNoiseMapTransform(io.ComfyNode):
-    """Edits an image by transforming its noise maps: shift it, or move a region towards a colour.
+    """Edits an image or video by transforming its noise maps: shift it in space or time, or move a region towards a colour.
 
-    Shifting all maps and the start latent by (dx, dy) latent pixels shifts the regenerated image;
+    Shifting all maps and the start latent by (dx, dy) latent pixels shifts the regenerated image (by dt latent
+    frames, a video in time);
     adding a colour offset to the maps inside a mask recolours that region while keeping its texture.
     Returns new maps; the input maps are left as they are.
     """
@@ -190,28 +198,31 @@ class EditFriendlyNoiseMapTransform(io.ComfyNode):
                 io.Float.Input("color_strength", default=0.0, min=0.0, max=10.0, step=0.05, tooltip="How far to move the masked region towards the colour; 0 = no colour change, 1 = about all the way."),
                 io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01, tooltip="First step, as a share of the schedule, whose map gets the colour offset (0 = the noisiest). The start latents carry the offsets of earlier steps, so the colour holds at any sampler skip."),
                 io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01, tooltip="Step, as a share of the schedule, where the colour offset stops (1 = the end)."),
-                io.Mask.Input("mask", optional=True, tooltip="Where the colour applies (1 = recolour); resized to the latent if its aspect ratio matches. Whole image if not connected."),
+                io.Mask.Input("mask", optional=True, tooltip="Where the colour applies (1 = recolour); resized to the latent if its aspect ratio matches. Whole image if not connected. For a video: one mask for all frames, one per latent frame, or one per video frame."),
+                # Last, so that the widget values of workflows saved before it existed keep their places.
+                io.Int.Input("dt", default=0, min=-1024, max=1024, optional=True, tooltip="Video only: shift in time by whole latent frames (4 video frames for Wan); positive moves later. The uncovered frames are filled as the fill says. 0 = no shift."),
             ],
             outputs=[NoiseMapsSocket.Output(display_name="noise_maps", tooltip="The transformed noise maps (new object).")],
         )
 
     @classmethod
-    def execute(cls, noise_maps, dx, dy, fill, fill_seed, color, color_strength, start_percent, end_percent, mask=None) -> io.NodeOutput:
+    def execute(
+        cls, noise_maps, dx, dy, fill, fill_seed, color, color_strength, start_percent, end_percent, mask=None, dt=0
+    ) -> io.NodeOutput:
         try:
             colour = parse_hex_colour(color)
         except ValueError as error:
             raise EditFriendlyInputError(str(error)) from None
         if start_percent > end_percent:
             raise EditFriendlyInputError(f"start_percent ({start_percent}) must not be above end_percent ({end_percent}).")
-        check_shift(dx, dy, noise_maps, fill)
-        batch, _, height, width = noise_maps.latent_shape
+        check_shift(dx, dy, noise_maps, fill, dt)
         if mask is not None:
-            mask = fit_mask(mask, batch, height, width)
+            mask = fit_mask(mask, noise_maps.latent_shape)
         try:
             result = colour_noise_maps(noise_maps, colour, color_strength, mask, start_percent, end_percent)
         except ValueError as error:
             raise EditFriendlyInputError(str(error)) from None
-        result = shift_noise_maps(result, dx, dy, fill, fill_seed)
+        result = shift_noise_maps(result, dx, dy, fill, fill_seed, dt)
         return io.NodeOutput(result)
 
 
@@ -302,6 +313,7 @@ class EditFriendlyNoiseMapPreview(io.ComfyNode):
                 NoiseMapsSocket.Input("noise_maps", tooltip=NOISE_MAPS_TOOLTIP),
                 io.Int.Input("count", default=8, min=1, max=64, tooltip="How many steps to show, spread evenly from the noisiest to the residual."),
                 io.Int.Input("batch_index", default=0, min=0, max=4095, tooltip="Which image of the batch (or variation) to show."),
+                io.Int.Input("frame", default=0, min=0, max=4095, optional=True, tooltip="Video maps: which latent frame to show (0 = the first). Ignored for images."),
             ],
             outputs=[
                 io.Image.Output(display_name="maps", tooltip="One tile per chosen step, captioned with sigma, std and lag-1 correlation."),
@@ -310,11 +322,13 @@ class EditFriendlyNoiseMapPreview(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, noise_maps, count, batch_index) -> io.NodeOutput:
+    def execute(cls, noise_maps, count, batch_index, frame=0) -> io.NodeOutput:
         check_maps(noise_maps)
         if not 0 <= batch_index < noise_maps.batch_size:
             raise EditFriendlyInputError(f"batch_index {batch_index} is outside the maps' batch of {noise_maps.batch_size}.")
-        grid = inspection.render_map_grid(noise_maps, count, batch_index)
+        if noise_maps.frames is not None and not 0 <= frame < noise_maps.frames:
+            raise EditFriendlyInputError(f"frame {frame} is outside these video maps' {noise_maps.frames} latent frames.")
+        grid = inspection.render_map_grid(noise_maps, count, batch_index, frame)
         plot = inspection.render_statistics_plot(noise_maps, batch_index)
         shown = ui.PreviewImage(grid, cls=cls).values + ui.PreviewImage(plot, cls=cls).values
         return io.NodeOutput(grid, plot, ui=ui.SavedImages(shown))

@@ -24,7 +24,7 @@ def map_statistics(noise_maps: NoiseMaps, batch_index: int = 0) -> tuple[torch.T
 
     White noise would give std 1 and correlation 0; edit-friendly maps depart from both.
     """
-    flat = noise_maps.maps[:-1, batch_index].flatten(1).cpu().double()
+    flat = noise_maps.maps[:-1, batch_index].flatten(1).cpu().double()  # every frame of a video
     if flat.shape[0] == 0:  # a one-step inversion: only the residual
         return flat.new_zeros(0), flat.new_zeros(0)
     std = flat.std(dim=1)
@@ -54,8 +54,11 @@ def _font():
     return ImageFont.load_default()
 
 
-def render_map_grid(noise_maps: NoiseMaps, count: int = 8, batch_index: int = 0) -> torch.Tensor:
-    """One row of tiles, one per chosen step, each captioned with its step, sigma, std and lag-1 correlation."""
+def render_map_grid(noise_maps: NoiseMaps, count: int = 8, batch_index: int = 0, frame: int = 0) -> torch.Tensor:
+    """One row of tiles, one per chosen step, each captioned with its step, sigma, std and lag-1 correlation.
+
+    Video maps show latent frame `frame`; the statistics cover every frame.
+    """
     std, correlation = map_statistics(noise_maps, batch_index)
     steps = chosen_steps(noise_maps.steps, count)
     height, width = noise_maps.latent_shape[-2:]
@@ -63,7 +66,9 @@ def render_map_grid(noise_maps: NoiseMaps, count: int = 8, batch_index: int = 0)
     canvas = Image.new("RGB", (len(steps) * width * scale, height * scale + CAPTION), (24, 24, 24))
     draw = ImageDraw.Draw(canvas)
     for column, step in enumerate(steps):
-        rgb = _to_rgb(noise_maps.maps[step, batch_index], noise_maps.latent_rgb_factors)
+        shown = noise_maps.maps[step, batch_index]
+        shown = shown[:, frame] if noise_maps.frames is not None else shown
+        rgb = _to_rgb(shown.float(), noise_maps.latent_rgb_factors)
         rgb = 0.5 + rgb / (4 * rgb.std().clamp_min(1e-8))  # +-2 std fills the range
         pixels = (rgb.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).astype(np.uint8)
         tile = Image.fromarray(pixels).resize((width * scale, height * scale), Image.NEAREST)
@@ -71,7 +76,7 @@ def render_map_grid(noise_maps: NoiseMaps, count: int = 8, batch_index: int = 0)
         canvas.paste(tile, (left, 0))
         last = step == noise_maps.steps - 1
         title = f"step {step}" + (" (residual)" if last else f"  s={float(noise_maps.sigmas[step]):.3g}")
-        numbers = f"std {float(noise_maps.maps[step, batch_index].std()):.2f}"
+        numbers = f"std {float(noise_maps.maps[step, batch_index].float().std()):.2f}"
         if step < len(correlation):
             numbers += f"  r {float(correlation[step]):+.2f}"
         draw.text((left + 3, height * scale + 2), title, fill=(230, 230, 230), font=_font())

@@ -17,6 +17,11 @@ SAMPLING_RULES = ("ddpm", "dpmpp_2m_sde")
 ddpm: the DDPM posterior step of the paper. dpmpp_2m_sde: DPM-Solver++(2M) SDE (ComfyUI's
 sample_dpmpp_2m_sde, midpoint form), whose replay also needs `source_denoised`."""
 
+STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+"""Precisions the maps can be kept in. float16 halves their memory (video): the inversion then rounds every latent
+it feeds the model to float16 and each map absorbs the rounding of the one before, so the replay, which rounds
+alike, still ends exactly on the source through the float32 residual."""
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelFingerprint:
@@ -116,13 +121,15 @@ class NoiseMaps:
     sigmas: torch.Tensor
     """Schedule, shape [N + 1], strictly decreasing, ending at 0."""
     noisy_latents: torch.Tensor
-    """x_0 .. x_{N-1}, shape [N, B, C, H, W]: the start latent for every possible skip."""
+    """x_0 .. x_{N-1}, shape [N, *latent_shape]: the start latent for every possible skip. In the storage
+    precision (float32, or float16 for lean maps, whose inversion and replay round every latent to it)."""
     maps: torch.Tensor
-    """z_0 .. z_{N-1}, shape [N, B, C, H, W]; maps[N-1] is the final residual."""
+    """z_0 .. z_{N-1}, shape [N, *latent_shape], in the storage precision; maps[N-1] is the final residual."""
     scales: torch.Tensor
     """(a_i, b_i) per sigma, shape [N + 1, 2], float64: x_i = a_i * x0 + b_i * noise for this model family."""
     source_latent: torch.Tensor
-    """The input LATENT's samples (before process_latent_in) in float32, shape [B, C, H, W]."""
+    """The input LATENT's samples (before process_latent_in) in float32, shape [B, C, H, W] or, for models with
+    video latents (Wan, HunyuanVideo, Qwen-Image...), [B, C, T, H, W]."""
     eta: float
     seed: int
     """Seed of the first variation; variation k was drawn with seed + k."""
@@ -144,13 +151,22 @@ class NoiseMaps:
     conditioning_digest: str | None = None
     """Step-parallel maps only: a digest of the inversion guider's prompts and CFG (digest.guider_digest), to
     recognise a replay under them."""
+    residual: torch.Tensor | None = None
+    """Lean (float16) maps only: the final residual in float32, shaped like the latent, which closes the replay on
+    the source latent exactly (maps[N-1] holds it rounded, for pictures and statistics). None for float32 maps."""
 
     def __post_init__(self):
         steps = self.maps.shape[0]
         if self.sigmas.ndim != 1 or self.sigmas.shape[0] != steps + 1:
             raise ValueError(f"NoiseMaps: {steps} maps need {steps + 1} sigmas, got shape {tuple(self.sigmas.shape)}")
-        if self.noisy_latents.shape != self.maps.shape:
-            raise ValueError("NoiseMaps: noisy latents and maps must have the same shape")
+        if self.noisy_latents.shape != self.maps.shape or self.maps.ndim not in (5, 6):
+            raise ValueError("NoiseMaps: noisy latents and maps must have the same shape, [steps, B, C, (T,) H, W]")
+        if self.noisy_latents.dtype != self.maps.dtype or self.maps.dtype not in STORAGE_DTYPES.values():
+            raise ValueError(f"NoiseMaps: maps and noisy latents must share one storage precision ({', '.join(STORAGE_DTYPES)})")
+        if (self.residual is None) != (self.maps.dtype == torch.float32) or (
+            self.residual is not None and (self.residual.shape != self.maps.shape[1:] or self.residual.dtype != torch.float32)
+        ):
+            raise ValueError("NoiseMaps: lean maps need their residual in float32, shaped like the latent; float32 maps keep none")
         if self.scales.shape != (steps + 1, 2):
             raise ValueError("NoiseMaps: one (signal, noise) scale pair per sigma is needed")
         if self.variations < 1 or self.maps.shape[1] % self.variations:
@@ -175,8 +191,24 @@ class NoiseMaps:
 
     @property
     def latent_shape(self) -> tuple[int, ...]:
-        """Shape of the latent batch the maps regenerate: (B, C, H, W)."""
+        """Shape of the latent batch the maps regenerate: (B, C, H, W), or (B, C, T, H, W) for video latents."""
         return tuple(self.maps.shape[1:])
+
+    @property
+    def frames(self) -> int | None:
+        """Latent frames of video-layout maps; None for image latents."""
+        return self.latent_shape[2] if len(self.latent_shape) == 5 else None
+
+    @property
+    def storage(self) -> str:
+        """The precision the maps and latents are kept in (a key of STORAGE_DTYPES)."""
+        return next(name for name, dtype in STORAGE_DTYPES.items() if dtype == self.maps.dtype)
+
+    def noise_map(self, step: int) -> torch.Tensor:
+        """z_step in float32 as the replay adds it: the exact residual at the last step of lean maps."""
+        if self.residual is not None and step == self.steps - 1:
+            return self.residual
+        return self.maps[step].float()
 
     @property
     def batch_size(self) -> int:
@@ -189,8 +221,7 @@ class NoiseMaps:
     def nbytes(self) -> int:
         """Memory held by the tensors of this object."""
         tensors = (self.sigmas, self.scales, self.noisy_latents, self.maps, self.source_latent)
-        if self.source_denoised is not None:
-            tensors += (self.source_denoised,)
+        tensors += tuple(t for t in (self.source_denoised, self.residual) if t is not None)
         return sum(t.numel() * t.element_size() for t in tensors)
 
     def replace(self, **changes) -> NoiseMaps:
@@ -211,8 +242,9 @@ class NoiseMaps:
         return dataclasses.replace(self, **changes)
 
     def __repr__(self) -> str:
-        b, c, h, w = self.latent_shape
+        b, *sizes = self.latent_shape
         return (
-            f"NoiseMaps({self.steps} steps, batch {b} ({self.variations} variations), {c}x{h}x{w} latents, rule {self.rule}, eta {self.eta}, "
-            f"seed {self.seed}, source cfg {self.source_cfg}, {self.fingerprint.latent_format})"
+            f"NoiseMaps({self.steps} steps, batch {b} ({self.variations} variations), {'x'.join(map(str, sizes))} latents, "
+            f"rule {self.rule}, eta {self.eta}, {self.storage}, seed {self.seed}, source cfg {self.source_cfg}, "
+            f"{self.fingerprint.latent_format})"
         )

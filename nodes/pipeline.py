@@ -12,14 +12,24 @@ import logging
 import math
 
 import comfy.model_management
+import comfy.sample
 import comfy.samplers
 import comfy.utils
 import latent_preview
 import torch
 
-from .noise_maps import SAMPLING_RULES, ModelFingerprint, NoiseMaps
+from .noise_maps import SAMPLING_RULES, STORAGE_DTYPES, ModelFingerprint, NoiseMaps
 from .sampling import sample_edit_friendly, sample_edit_friendly_inversion
-from .validation import EditFriendlyInputError, check_eta, check_latent, check_maps_fit_model, check_sigmas, check_skip, fit_mask
+from .validation import (
+    EditFriendlyInputError,
+    check_eta,
+    check_latent,
+    check_maps_fit_model,
+    check_sigmas,
+    check_skip,
+    fit_mask,
+    mask_for_latent,
+)
 
 MAX_VARIATIONS = 64
 MAX_PARALLEL_STEPS = 64
@@ -37,6 +47,11 @@ CPU_PARALLEL_PIXELS = 2048
 CPU is already busy with one step, and batching was measured slower (full-size SD1.5: 0.96x), so the
 automatic choice stays sequential."""
 
+
+PRECISIONS = ("auto", *STORAGE_DTYPES)
+"""How the maps are kept: auto is float16 for latents of several frames (video), float32 otherwise."""
+SINGLE_FRAME_MODELS = ("QwenImage", "CosmosT2IPredict2", "HunyuanImage21Refiner")
+"""Image models (supported_models classes) whose latent format has the video layout [B, C, T, H, W]: one frame."""
 
 logger = logging.getLogger(__name__)
 
@@ -70,8 +85,7 @@ def edit_friendly_sampler(noise_maps: NoiseMaps, mask: torch.Tensor | None = Non
     `rule`, when given, is checked against the rule the maps were made with (a mismatch is refused).
     """
     if mask is not None:
-        batch, _, height, width = noise_maps.latent_shape
-        mask = fit_mask(mask, batch, height, width).unsqueeze(1)
+        mask = mask_for_latent(fit_mask(mask, noise_maps.latent_shape), noise_maps.latent_shape)
     options = {"noise_maps": noise_maps, "mask": mask, "batch_fits": batch_fits}
     if rule is not None:
         options["rule"] = rule
@@ -92,7 +106,7 @@ def auto_parallel_steps(base_model, latent_shape: tuple, steps: int, device=None
     device = comfy.model_management.get_torch_device() if device is None else device
     free = free_memory(base_model, device)
     batch, *rest = latent_shape
-    pixels_per_step = math.prod([batch, *rest[-2:]])
+    pixels_per_step = math.prod([batch, *rest[1:]])  # frames too, for video
     if requested:
         cap = requested
     elif comfy.model_management.is_device_cpu(device):
@@ -129,15 +143,23 @@ def free_memory(base_model, device) -> float:
     return comfy.model_management.get_free_memory(device)
 
 
-def check_memory_for_maps(samples: torch.Tensor, steps: int, rule: str, store) -> None:
+def maps_bytes(samples: torch.Tensor, steps: int, rule: str, storage: torch.dtype) -> int:
+    """What the maps of `samples` (the float32 latent batch) hold: noisy latents and maps, the clean-latent estimates of
+    second-order rules, in `storage`, and the float32 source latent and (lean maps) residual."""
+    records = 3 if rule == "dpmpp_2m_sde" else 2
+    float32_latents = 1 if storage == torch.float32 else 2
+    return samples.numel() * (records * steps * storage.itemsize + float32_latents * 4)
+
+
+def check_memory_for_maps(samples: torch.Tensor, steps: int, rule: str, store, storage: torch.dtype = torch.float32) -> None:
     """Refuse, before any model call, maps that would not fit in the free memory of the device that keeps them."""
-    records = 3 if rule == "dpmpp_2m_sde" else 2  # noisy latents and maps, and the clean-latent estimates
-    needed = records * steps * samples.numel() * samples.element_size()
+    needed = maps_bytes(samples, steps, rule, storage)
     free = comfy.model_management.get_free_memory(store)
     if needed > free:
         raise EditFriendlyInputError(
             f"The noise maps would need {_size(needed)} ({steps} steps x {samples.shape[0]} latents of "
-            f"{tuple(samples.shape[1:])}), but only {_size(free)} is free; use fewer steps or variations, or a smaller image."
+            f"{tuple(samples.shape[1:])}), but only {_size(free)} is free; use fewer steps or variations, a smaller image or "
+            "fewer frames (or precision float16)."
         )
 
 
@@ -161,23 +183,47 @@ def run_guider(guider, sampler, sigmas: torch.Tensor, latent: torch.Tensor, seed
     return samples.to(comfy.model_management.intermediate_device())
 
 
+def model_latent(model, latent: dict) -> torch.Tensor:
+    """The LATENT's samples as ComfyUI's KSampler adjusts them for `model` (fix_empty_latent_channels: an empty latent
+    gets the model's channels, a 4-D latent of a model with video latents one frame), checked against the model."""
+    samples = latent.get("samples")
+    if isinstance(samples, torch.Tensor) and not samples.is_nested and samples.ndim in (4, 5):
+        samples = comfy.sample.fix_empty_latent_channels(model, samples)
+    latent_format = model.get_model_object("latent_format")
+    config = type(getattr(model.model, "model_config", None)).__name__
+    return check_latent(
+        samples, latent_format.latent_channels, getattr(latent_format, "latent_dimensions", 2),
+        model_name=f"This model ({config})", single_frame=config in SINGLE_FRAME_MODELS,
+    )
+
+
+def storage_dtype(precision: str, samples: torch.Tensor) -> torch.dtype:
+    """The dtype the maps are kept in for `precision` (PRECISIONS)."""
+    if precision not in PRECISIONS:
+        raise EditFriendlyInputError(f"Unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
+    if precision == "auto":
+        precision = "float16" if samples.ndim == 5 and samples.shape[2] > 1 else "float32"
+    return STORAGE_DTYPES[precision]
+
+
 def invert(
     model, positive, negative, latent: dict, steps: int, cfg: float, scheduler: str, eta: float, seed: int, variations: int = 1,
-    rule: str = "ddpm", parallel_steps: int = 1,
+    rule: str = "ddpm", parallel_steps: int = 1, precision: str = "auto",
 ) -> NoiseMaps:
     """Edit-friendly DDPM inversion of `latent` under the source prompt and CFG: one sampling pass.
 
     With `variations` > 1 the batch is inverted with seeds seed, seed + 1, ... in the same model calls,
     giving maps for that many different edits of each image. `rule` is the step rule the maps are made
     for (SAMPLING_RULES). `parallel_steps` steps share one model batch: 1 = one step at a time (the
-    sampler then retraces the inversion bit for bit), 0 = as many as the free memory allows.
+    sampler then retraces the inversion bit for bit), 0 = as many as the free memory allows. `precision` is how the
+    maps are kept (PRECISIONS): float16 halves their memory and still reconstructs exactly.
     """
     if rule not in SAMPLING_RULES:
         raise EditFriendlyInputError(f"Unknown step rule {rule!r}; choose one of {', '.join(SAMPLING_RULES)}.")
     if not 0 <= parallel_steps <= MAX_PARALLEL_STEPS:
         raise EditFriendlyInputError(f"parallel_steps must be between 0 (automatic) and {MAX_PARALLEL_STEPS}; got {parallel_steps}.")
     latent_format = model.get_model_object("latent_format")
-    samples = check_latent(latent.get("samples"), latent_format.latent_channels)
+    samples = model_latent(model, latent)
     if latent.get("noise_mask") is not None:
         # It would be dropped here without a word: the inversion always covers the whole latent.
         raise EditFriendlyInputError(
@@ -189,20 +235,21 @@ def invert(
     if not 1 <= variations <= MAX_VARIATIONS:
         raise EditFriendlyInputError(f"variations must be between 1 and {MAX_VARIATIONS}; got {variations}.")
     # float32 whatever the given latent's precision (as KSampler's noise makes it): half would round the maps.
-    samples = samples.float().repeat(variations, 1, 1, 1)
+    samples = samples.float().repeat(variations, *[1] * (samples.ndim - 1))
+    storage = storage_dtype(precision, samples)
     seeds = [(seed + k) % 2**64 for k in range(variations)]
     if scheduler not in comfy.samplers.SCHEDULER_NAMES:
         raise ValueError(f"Unknown scheduler {scheduler!r}; choose one of {comfy.samplers.SCHEDULER_NAMES}.")
     sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), scheduler, steps)
     sigmas = check_sigmas(sigmas.float().cpu(), scheduler)
     store = comfy.model_management.intermediate_device()
-    check_memory_for_maps(samples, sigmas.shape[0] - 1, rule, store)
+    check_memory_for_maps(samples, sigmas.shape[0] - 1, rule, store, storage)
 
     sink = []
     sampler = comfy.samplers.KSAMPLER(
         sample_edit_friendly_inversion,
         extra_options={
-            "eta": eta, "seed": seeds, "sink": sink, "store_device": store, "rule": rule,
+            "eta": eta, "seed": seeds, "sink": sink, "store_device": store, "rule": rule, "storage": storage,
             "parallel_steps": 1 if parallel_steps == 1 else functools.partial(auto_parallel_steps, requested=parallel_steps),
         },
     )
@@ -225,6 +272,7 @@ def invert(
         latent_rgb_bias=_as_tuple(getattr(latent_format, "latent_rgb_factors_bias", None)),
         batches=record["batches"],  # None unless some steps shared a batch
         conditioning_digest=record["conditioning_digest"],
+        residual=record["residual"],
     )
 
 

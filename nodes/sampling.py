@@ -128,11 +128,16 @@ def add_map(mean: torch.Tensor, noise_map: torch.Tensor, step: PosteriorStep) ->
     return mean + step.noise_scale * noise_map
 
 
+def round_to_storage(x: torch.Tensor, storage: torch.dtype) -> torch.Tensor:
+    """x rounded to the maps' storage precision, kept in x's dtype: inversion and replay round every latent alike."""
+    return x if storage == x.dtype else x.to(storage).to(x.dtype)
+
+
 ROUNDING_SLACK = 4.0
 """How many float roundings of the step's operands a replayed latent may be off the recorded one and still be taken as it."""
 
 
-def settle_on_recorded(x: torch.Tensor, recorded: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+def settle_on_recorded(x: torch.Tensor, recorded: torch.Tensor, mean: torch.Tensor, storage: torch.dtype = torch.float32) -> torch.Tensor:
     """x, except where it is within rounding of the latent the inversion fed the model: there, that latent.
 
     A step-parallel inversion feeds the model the drawn latents (Eq. 6) inside a batch, and mean + tau z
@@ -141,8 +146,9 @@ def settle_on_recorded(x: torch.Tensor, recorded: torch.Tensor, mean: torch.Tens
     path; the change is at most a few roundings of the step itself, far below any difference a prompt or a
     map edit makes.
     """
-    # float32's rounding whatever the latent's dtype, so that a half-precision latent cannot widen the reach.
-    tolerance = ROUNDING_SLACK * torch.finfo(torch.float32).eps * (mean.abs() + x.abs())
+    # The storage precision's rounding (float32 unless the maps are lean), whatever the latent's dtype, so that a
+    # half-precision latent cannot widen the reach.
+    tolerance = ROUNDING_SLACK * torch.finfo(storage).eps * (mean.abs() + x.abs())
     return torch.where((x - recorded).abs() <= tolerance, recorded, x)
 
 
@@ -160,6 +166,15 @@ def draw_noisy_latents(x0: torch.Tensor, scales: torch.Tensor, seeds):
     for a, b in scales.tolist()[:-1]:
         eps = torch.cat([torch.randn(group_shape, generator=g, dtype=torch.float32) for g in generators])
         yield a * x0 + b * eps.to(x0.device, x0.dtype)
+
+
+def _rounded_map(noise_map: torch.Tensor, storage: torch.dtype, sigma) -> torch.Tensor:
+    rounded = round_to_storage(noise_map, storage)
+    if not torch.isfinite(rounded).all():
+        raise EditFriendlyInputError(
+            f"A noise map at sigma {float(sigma):.4g} exceeds the range of {storage}: invert with precision float32."
+        )
+    return rounded
 
 
 def _base_model(model):
@@ -276,7 +291,7 @@ def plan_chunks(sigmas: torch.Tensor, steps: int, chunk: int, gates) -> list[tup
 @torch.no_grad()
 def sample_edit_friendly_inversion(
     model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, seed=0, sink=None, store_device="cpu",
-    rule="ddpm", parallel_steps=1,
+    rule="ddpm", parallel_steps=1, storage=torch.float32,
 ):
     """Edit-friendly DDPM inversion (Huberman-Spiegelglas et al. 2024, Eqs. 6-7): noise maps that lead to model.latent_image.
 
@@ -288,7 +303,8 @@ def sample_edit_friendly_inversion(
     digest, so that a replay under the same prompts and CFG can run the same batches. With 1 every step
     runs alone and the sampler retraces the inversion bit for bit. `rule` picks the step
     (noise_maps.SAMPLING_RULES); the maps are always the first-order ones, and second-order rules also
-    record the clean-latent estimates (`denoised`).
+    record the clean-latent estimates (`denoised`). With a `storage` precision below float32 every latent fed to the
+    model is rounded to it, each map absorbs the rounding of the one before, and `residual` keeps the last map exact.
     """
     extra_args = {} if extra_args is None else extra_args
     model_sampling = _base_model(model).model_sampling
@@ -306,10 +322,11 @@ def sample_edit_friendly_inversion(
         parallel_steps = parallel_steps(_base_model(model), tuple(x.shape), len(steps), x.device)
     chunks = plan_chunks(sigmas_cpu, len(steps), parallel_steps, gates)
 
-    noisy_targets = draw_noisy_latents(x0, scales, seed)
+    noisy_targets = (round_to_storage(target, storage) for target in draw_noisy_latents(x0, scales, seed))
     x = next(noisy_targets)
     # Filled step by step rather than stacked at the end, which would hold every record twice.
-    noisy_latents, maps = (torch.empty((len(steps), *x.shape), dtype=x.dtype, device=store_device) for _ in range(2))
+    noisy_latents, maps = (torch.empty((len(steps), *x.shape), dtype=storage, device=store_device) for _ in range(2))
+    residual = None
     denoised_record = torch.empty_like(maps) if keep_history else None
     progress = trange(len(steps), disable=disable)
     for start, stop in chunks:
@@ -330,9 +347,16 @@ def sample_edit_friendly_inversion(
                 target = x0 if steps[i].is_last else next(noisy_targets)
             noise_map = (target - mean) / steps[i].noise_scale
             maps[i] = noise_map
+            if storage != noise_map.dtype:
+                if steps[i].is_last:
+                    residual = noise_map.to(store_device, copy=True)
+                else:
+                    noise_map = _rounded_map(noise_map, storage, sigmas[i])
             # Re-derive x from the map instead of taking the target, so that regeneration, which only
             # has the map, rounds exactly as the inversion did (used as the next model input when a batch ends).
             x = add_map(mean, noise_map, steps[i])
+            if not steps[i].is_last:
+                x = round_to_storage(x, storage)
             progress.update(1)
     progress.close()
 
@@ -345,6 +369,7 @@ def sample_edit_friendly_inversion(
                 "noisy_latents": noisy_latents,
                 "maps": maps,
                 "denoised": denoised_record,
+                "residual": residual,
                 "batches": tuple(chunks) if batched else None,
                 "conditioning_digest": guider_digest(_guider(model)) if batched else None,
             }
@@ -510,8 +535,9 @@ def sample_edit_friendly(
     if latent_mask is not None:
         extra_args = {**extra_args, "denoise_mask": None}
         mask_function = (extra_args.get("model_options") or {}).get("denoise_mask_function")
-    # The maps' precision, whatever the given latent's: a half-precision latent must not round the replay.
-    device, dtype = x.device, noise_maps.maps.dtype
+    # float32 whatever the given latent's precision: a half-precision latent must not round the replay. Lean maps
+    # round each latent to their storage precision, as their inversion did.
+    device, dtype, storage = x.device, torch.float32, noise_maps.maps.dtype
     # The stored sigmas, not the given ones: they may differ by rounding, and exactness needs the same model inputs.
     sigmas = noise_maps.sigmas[skip:].to(device)
     s_in = torch.ones([x.shape[0]], device=device)
@@ -540,15 +566,17 @@ def sample_edit_friendly(
         if callback is not None:
             callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
         mean = posterior_mean(x, denoised, steps[i])
-        x = add_map(mean, noise_maps.maps[skip + i].to(x.device, x.dtype), steps[i])
+        x = add_map(mean, noise_maps.noise_map(skip + i).to(x.device, x.dtype), steps[i])
         if keep_history:
+            # Rounded as the source's estimates were stored, so that the source prompt's correction stays exactly 0.
+            denoised = round_to_storage(denoised, storage)
             if previous is not None and steps[i].history_weight != 0.0:
                 source = noise_maps.source_denoised[skip + i - 1 : skip + i + 1].to(x.device, x.dtype)
                 x = x + history_term(steps[i], denoised, previous, source[1], source[0])
             previous = denoised
         if not steps[i].is_last:
             recorded = noise_maps.noisy_latents[skip + i + 1].to(x.device, x.dtype)
-            x = settle_on_recorded(x, recorded, mean)
+            x = settle_on_recorded(round_to_storage(x, storage), recorded, mean, storage)
         step_mask = mask
         if latent_mask is not None:
             step_mask = latent_mask if mask_function is None else mask_function(

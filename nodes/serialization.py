@@ -20,26 +20,35 @@ from .noise_maps import SAMPLING_RULES, ModelFingerprint, NoiseMaps
 from .validation import EditFriendlyInputError
 
 FORMAT_NAME = "edit-friendly-ddpm/noise-maps"
-FORMAT_VERSION = 2
-"""Version 2 added the optional tensor `source_denoised` (rule dpmpp_2m_sde). Files without it are still
-written as version 1, so older versions of the pack keep reading ddpm maps."""
+FORMAT_VERSION = 3
+"""Version 2 added the optional tensor `source_denoised` (rule dpmpp_2m_sde); version 3 video latents (maps of 6
+dimensions) and lean maps (float16, with a float32 `residual`). Each file is written with the lowest version that
+holds it, so older versions of the pack keep reading what they can and refuse the rest as newer."""
 MAX_HEADER_BYTES = 1 << 20
 """The maps' own header is a few KiB; the rest is room for the prompt and workflow saved with them (every version of
 the pack reads headers up to this size, so a larger workflow is left out rather than make the file unreadable to them)."""
 MAX_FILE_BYTES = 16 << 30
 """Far above any real set of maps (Flux at 2048 px, 1000 steps, is about 8 GiB); anything larger is not ours."""
 
-_TENSORS = {
-    # name: (safetensors dtype, number of dims)
-    "sigmas": ("F32", 1),
-    "scales": ("F64", 2),
-    "noisy_latents": ("F32", 5),
-    "maps": ("F32", 5),
-    "source_latent": ("F32", 4),
-}
-_OPTIONAL_TENSORS = {"source_denoised": ("F32", 5)}
-"""Present exactly when the step rule needs it."""
-_ITEM_BYTES = {"F32": 4, "F64": 8}
+_TENSORS = ("sigmas", "scales", "noisy_latents", "maps", "source_latent")
+_OPTIONAL_TENSORS = ("source_denoised", "residual")
+"""Present exactly when the step rule needs it (source_denoised), and when the maps are lean (residual)."""
+_STORAGE_NAMES = {"F32": torch.float32, "F16": torch.float16}
+_ITEM_BYTES = {"F16": 2, "F32": 4, "F64": 8}
+
+
+def _layout(storage: str, map_dims: int) -> dict[str, tuple[str, int]]:
+    """Each tensor's (safetensors dtype, number of dims) for maps kept in `storage` with `map_dims` dims (5 for image
+    latents, 6 for video)."""
+    return {
+        "sigmas": ("F32", 1),
+        "scales": ("F64", 2),
+        "noisy_latents": (storage, map_dims),
+        "maps": (storage, map_dims),
+        "source_latent": ("F32", map_dims - 1),
+        "source_denoised": (storage, map_dims),
+        "residual": ("F32", map_dims - 1),
+    }
 
 
 class NoiseMapsFileError(EditFriendlyInputError):
@@ -62,15 +71,15 @@ def to_bytes(maps: NoiseMaps, extra_metadata: dict[str, str] | None = None) -> b
     own keys, which it never replaces; the loader ignores it. If it would make the header larger than the
     loader accepts, the file is written without it.
     """
-    tensors = {name: getattr(maps, name).detach().cpu().contiguous() for name in _TENSORS}
+    tensors = {name: getattr(maps, name).detach().cpu().contiguous() for name in (*_TENSORS, *_OPTIONAL_TENSORS) if getattr(maps, name) is not None}
     tensors["sigmas"] = tensors["sigmas"].float()
     tensors["scales"] = tensors["scales"].double()
-    for name in _OPTIONAL_TENSORS:
-        if getattr(maps, name) is not None:
-            tensors[name] = getattr(maps, name).detach().cpu().float().contiguous()
+    if "source_denoised" in tensors:
+        tensors["source_denoised"] = tensors["source_denoised"].to(maps.maps.dtype)
+    version = 3 if maps.residual is not None or maps.frames is not None else 2 if maps.source_denoised is not None else 1
     metadata = {
         "format": FORMAT_NAME,
-        "format_version": str(FORMAT_VERSION if len(tensors) > len(_TENSORS) else 1),
+        "format_version": str(version),
         "eta": repr(float(maps.eta)),
         "seed": str(int(maps.seed)),
         "source_cfg": repr(float(maps.source_cfg)),
@@ -149,8 +158,16 @@ def _check_layout(path: str, header: dict, data_bytes: int) -> dict:
     extra = set(header) - set(_TENSORS) - set(_OPTIONAL_TENSORS) - {"__metadata__"}
     if extra:
         raise _refuse(path, f"it holds unexpected tensors {sorted(extra)}.")
-    layout = dict(_TENSORS)
-    layout.update({name: spec for name, spec in _OPTIONAL_TENSORS.items() if name in header})
+    maps_entry = header.get("maps")
+    if not isinstance(maps_entry, dict) or maps_entry.get("dtype") not in _STORAGE_NAMES:
+        raise _refuse(path, f"the tensor 'maps' is missing or has a dtype other than {', '.join(_STORAGE_NAMES)}.")
+    map_dims = len(maps_entry.get("shape") or ())
+    if map_dims not in (5, 6):
+        raise _refuse(path, f"the tensor 'maps' has an impossible shape {maps_entry.get('shape')}.")
+    if ("residual" in header) != (maps_entry["dtype"] != "F32"):
+        raise _refuse(path, "lean (float16) maps need their float32 residual, and float32 maps have none.")
+    full_layout = _layout(maps_entry["dtype"], map_dims)
+    layout = {name: full_layout[name] for name in (*_TENSORS, *(n for n in _OPTIONAL_TENSORS if n in header))}
     spans = []
     for name, (dtype, ndim) in layout.items():
         entry = header.get(name)
@@ -177,7 +194,8 @@ def _check_layout(path: str, header: dict, data_bytes: int) -> dict:
         or shapes["sigmas"] != [steps + 1]
         or shapes["scales"] != [steps + 1, 2]
         or shapes["source_latent"] != shapes["maps"][1:]
-        or any(header[name]["shape"] != shapes["maps"] for name in _OPTIONAL_TENSORS if name in header)
+        or ("source_denoised" in header and header["source_denoised"]["shape"] != shapes["maps"])
+        or ("residual" in header and header["residual"]["shape"] != shapes["maps"][1:])
     ):
         raise _refuse(path, f"its tensor shapes do not fit together: {shapes}.")
     return metadata

@@ -10,49 +10,49 @@ import torch.nn.functional as F
 
 from .noise_maps import NoiseMaps
 from .sampling import rule_steps
+from .validation import mask_for_latent
 
 FILL_MODES = ("noise", "reflect", "wrap")
 """How the band a shift uncovers is filled: fresh seeded noise, a mirror of the edge, or the opposite edge."""
 
 
-def _uncovered(height: int, width: int, dx: int, dy: int, device) -> torch.Tensor:
-    """Boolean [H, W] mask of the band that a shift by (dx, dy) leaves without content."""
-    band = torch.zeros(height, width, dtype=torch.bool, device=device)
-    if dx > 0:
-        band[:, :dx] = True
-    elif dx < 0:
-        band[:, width + dx :] = True
-    if dy > 0:
-        band[:dy, :] = True
-    elif dy < 0:
-        band[height + dy :, :] = True
+def _uncovered(sizes: tuple[int, ...], shifts: tuple[int, ...], device) -> torch.Tensor:
+    """Boolean mask over the last len(sizes) dims of the band that shifting by `shifts` leaves without content."""
+    band = torch.zeros(sizes, dtype=torch.bool, device=device)
+    for dim, (size, shift) in enumerate(zip(sizes, shifts)):
+        if shift:
+            edge = slice(0, shift) if shift > 0 else slice(size + shift, size)
+            band[(slice(None),) * dim + (edge,)] = True
     return band
 
 
-def _reflect_shift(t: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
-    h, w = t.shape[-2:]
-    flat = t.reshape(-1, 1, h, w)
-    cropped = flat[..., max(0, -dy) : h - max(0, dy), max(0, -dx) : w - max(0, dx)]
-    padding = (max(0, dx), max(0, -dx), max(0, dy), max(0, -dy))
+def _reflect_shift(t: torch.Tensor, shifts: tuple[int, ...]) -> torch.Tensor:
+    sizes = t.shape[-len(shifts) :]
+    flat = t.reshape(-1, 1, *sizes)
+    cropped = flat[(..., *(slice(max(0, -s), n - max(0, s)) for n, s in zip(sizes, shifts)))]
+    padding = [amount for s in reversed(shifts) for amount in (max(0, s), max(0, -s))]  # F.pad lists the last dim first
     return F.pad(cropped, padding, mode="reflect").reshape(t.shape)
 
 
-def shift_tensor(t: torch.Tensor, dx: int, dy: int, fill: str, fresh: torch.Tensor | None = None) -> torch.Tensor:
-    """Translate the last two dims of `t` by (dx, dy); `fresh` supplies the uncovered band for fill='noise'."""
+def shift_tensor(t: torch.Tensor, dx: int, dy: int, fill: str, fresh: torch.Tensor | None = None, dt: int = 0) -> torch.Tensor:
+    """Translate the last two dims of `t` by (dx, dy), and with `dt` the third last (frames) by dt; `fresh` supplies
+    the uncovered band for fill='noise'."""
+    shifts = (dt, dy, dx) if dt else (dy, dx)
     if fill == "reflect":
-        return _reflect_shift(t, dx, dy)
-    shifted = torch.roll(t, shifts=(dy, dx), dims=(-2, -1))
+        return _reflect_shift(t, shifts)
+    shifted = torch.roll(t, shifts=shifts, dims=tuple(range(-len(shifts), 0)))
     if fill == "wrap":
         return shifted
-    band = _uncovered(t.shape[-2], t.shape[-1], dx, dy, t.device)
+    band = _uncovered(tuple(t.shape[-len(shifts) :]), shifts, t.device)
     return torch.where(band, fresh.to(t), shifted)
 
 
-def shift_noise_maps(noise_maps: NoiseMaps, dx: int, dy: int, fill: str = "noise", seed: int = 0) -> NoiseMaps:
-    """Shift every map and start latent by (dx, dy) latent pixels, so regeneration gives a shifted image (Sec. 5)."""
+def shift_noise_maps(noise_maps: NoiseMaps, dx: int, dy: int, fill: str = "noise", seed: int = 0, dt: int = 0) -> NoiseMaps:
+    """Shift every map and start latent by (dx, dy) latent pixels, and video maps by dt latent frames, so regeneration
+    gives a shifted image or a video shifted in time (Sec. 5)."""
     if fill not in FILL_MODES:
         raise ValueError(f"fill must be one of {FILL_MODES}, got {fill!r}")
-    if dx == 0 and dy == 0:
+    if dx == 0 and dy == 0 and dt == 0:
         return noise_maps
     fresh = {}
     if fill == "noise":
@@ -60,24 +60,26 @@ def shift_noise_maps(noise_maps: NoiseMaps, dx: int, dy: int, fill: str = "noise
         # right noise level around the image's mean colour, so the model paints something plausible.
         generator = torch.Generator().manual_seed(int(seed))
         maps = noise_maps.maps
-        fresh_maps = torch.randn(maps.shape, generator=generator, dtype=torch.float32).to(maps)
+        fresh_maps = torch.randn(maps.shape, generator=generator, dtype=torch.float32)
         fresh_maps[-1] = 0.0
-        clean_mean = noise_maps.noisy_latents[-1].mean(dim=(-2, -1), keepdim=True)
-        a_b = noise_maps.scales[:-1].to(maps)
-        a = a_b[:, 0].view(-1, 1, 1, 1, 1)
-        b = a_b[:, 1].view(-1, 1, 1, 1, 1)
-        level_noise = torch.randn(maps.shape, generator=generator, dtype=torch.float32).to(maps)
+        spatial = tuple(range(2, noise_maps.source_latent.ndim))  # height and width, and frames for video
+        clean_mean = noise_maps.noisy_latents[-1].float().cpu().mean(dim=spatial, keepdim=True)
+        a, b = (noise_maps.scales[:-1, k].float().view(-1, *[1] * (maps.ndim - 1)) for k in (0, 1))
+        level_noise = torch.randn(maps.shape, generator=generator, dtype=torch.float32)
         fresh["maps"] = fresh_maps
         fresh["noisy_latents"] = a * clean_mean + b * level_noise
         source = noise_maps.source_latent
-        fresh["source_latent"] = source.mean(dim=(-2, -1), keepdim=True).expand_as(source)
+        fresh["source_latent"] = source.mean(dim=spatial, keepdim=True).expand_as(source)
         if noise_maps.source_denoised is not None:
             fresh["source_denoised"] = clean_mean.expand_as(noise_maps.source_denoised)
+        if noise_maps.residual is not None:
+            fresh["residual"] = torch.zeros_like(noise_maps.residual)
     moved = ["maps", "noisy_latents", "source_latent"]
-    if noise_maps.source_denoised is not None:
-        # dpmpp_2m_sde maps replay against the source's clean estimates: they move with the image.
-        moved.append("source_denoised")
-    return noise_maps.replace(**{name: shift_tensor(getattr(noise_maps, name), dx, dy, fill, fresh.get(name)) for name in moved})
+    # dpmpp_2m_sde maps replay against the source's clean estimates, lean maps close with their residual: both move too.
+    moved += [name for name in ("source_denoised", "residual") if getattr(noise_maps, name) is not None]
+    return noise_maps.replace(
+        **{name: shift_tensor(getattr(noise_maps, name), dx, dy, fill, fresh.get(name), dt) for name in moved}
+    )
 
 
 def parse_hex_colour(text: str) -> tuple[float, float, float]:
@@ -91,27 +93,29 @@ def parse_hex_colour(text: str) -> tuple[float, float, float]:
 
 
 def preview_rgb(latent: torch.Tensor, factors: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """ComfyUI's latent preview projection: [..., C, H, W] model-space latent to [..., 3, H, W] in [-1, 1]-ish."""
-    rgb = torch.einsum("...chw,cr->...rhw", latent, factors.to(latent))
+    """ComfyUI's latent preview projection: [B, C, (T,) H, W] model-space latent to [B, 3, (T,) H, W] in [-1, 1]-ish."""
+    rgb = torch.movedim(torch.movedim(latent, 1, -1) @ factors.to(latent), -1, 1)
     if bias is not None:
-        rgb = rgb + bias.to(latent).view(3, 1, 1)
+        rgb = rgb + bias.to(latent).view(1, 3, *[1] * (latent.ndim - 2))
     return rgb
 
 
 def colour_direction(
     reference: torch.Tensor, colour: tuple[float, float, float], factors: torch.Tensor, bias: torch.Tensor | None, mask: torch.Tensor
 ) -> torch.Tensor:
-    """Smallest latent offset per image [B, C, 1, 1] that moves the masked mean preview colour of `reference` to `colour`.
+    """Smallest latent offset per image or video, [B, C, 1, 1(, 1)], that moves the masked mean preview colour of
+    `reference` [B, C, (T,) H, W] to `colour`.
 
     The least-squares inverse of the preview projection: offsets in its null space would change
     texture but not colour, so the minimum-norm solution is taken.
     """
-    weights = mask / mask.sum(dim=(-2, -1), keepdim=True).clamp_min(1e-8)
-    current = (preview_rgb(reference, factors, bias) * weights).sum(dim=(-2, -1))  # [B, 3]
+    spatial = tuple(range(2, reference.ndim))
+    weights = mask / mask.sum(dim=spatial, keepdim=True).clamp_min(1e-8)
+    current = (preview_rgb(reference, factors, bias) * weights).sum(dim=spatial)  # [B, 3]
     target = torch.tensor(colour, dtype=reference.dtype, device=reference.device) * 2.0 - 1.0
     change = target - current
     inverse = torch.linalg.pinv(factors.to(reference).T)  # [C, 3]
-    return (change @ inverse.T)[..., None, None]
+    return (change @ inverse.T).view(change.shape[0], -1, *[1] * len(spatial))
 
 
 def colour_noise_maps(
@@ -127,7 +131,7 @@ def colour_noise_maps(
     The offset is the latent direction of `colour` (from the model's preview factors), spread over
     the chosen steps in proportion to their noise scale, so that strength 1 moves the masked mean
     colour to the target for a denoiser that carries offsets through. `mask` is [B or 1, H, W] at
-    latent resolution, 1 where the colour applies. A replay from skip k never sees the maps before k,
+    latent resolution ([T or 1, H, W], frames, for video maps), 1 where the colour applies. A replay from skip k never sees the maps before k,
     so each noisy latent x_k (a start latent) also gets the offsets those maps add, as such a denoiser
     would keep them: the colour holds whatever skip the sampler uses, and a replay from skip 0, which
     starts at x_0, is unchanged by this.
@@ -139,14 +143,14 @@ def colour_noise_maps(
         )
     if strength == 0.0:
         return noise_maps
-    batch, _, height, width = noise_maps.latent_shape
+    shape = noise_maps.latent_shape
     if mask is None:
-        mask = torch.ones(1, height, width)
-    mask = mask.to(noise_maps.maps).unsqueeze(1)  # [B or 1, 1, H, W]
+        mask = torch.ones(1, *shape[-2:])
+    mask = mask_for_latent(mask.to(noise_maps.source_latent), shape)  # broadcasts over the latent, channels aside
     factors = torch.tensor(noise_maps.latent_rgb_factors, dtype=torch.float32)
     bias = None if noise_maps.latent_rgb_bias is None else torch.tensor(noise_maps.latent_rgb_bias, dtype=torch.float32)
-    reference = noise_maps.noisy_latents[-1]  # x at the smallest sigma: the image, nearly clean
-    direction = colour_direction(reference, colour, factors, bias, mask.expand(batch, 1, height, width))
+    reference = noise_maps.noisy_latents[-1].float()  # x at the smallest sigma: the image, nearly clean
+    direction = colour_direction(reference, colour, factors, bias, mask.expand(shape[0], 1, *shape[2:]))
 
     steps = rule_steps(noise_maps.rule, noise_maps.scales, noise_maps.eta)  # the scales the replay multiplies the maps by
     first = int(round(start_percent * noise_maps.steps))

@@ -15,13 +15,29 @@ class EditFriendlyInputError(ValueError):
     """Bad input to an edit-friendly node; the message says what to change."""
 
 
-def check_latent(samples, channels: int) -> torch.Tensor:
-    """A LATENT's samples must be a finite, non-empty [B, C, H, W] batch with the model's channel count."""
+LATENT_LAYOUTS = {2: "image latents [batch, channels, height, width]", 3: "video latents [batch, channels, frames, height, width]"}
+"""What a model's latent_format.latent_dimensions says its latents look like."""
+
+
+def check_latent(samples, channels: int, dimensions: int = 2, model_name: str = "This model", single_frame: bool = False) -> torch.Tensor:
+    """A LATENT's samples must be a finite, non-empty batch of the model's layout (LATENT_LAYOUTS) and channel count.
+
+    `single_frame`: an image model with a video layout (Qwen-Image, Cosmos Predict2 text-to-image) takes one frame.
+    """
     if not isinstance(samples, torch.Tensor) or getattr(samples, "is_nested", False):
-        raise EditFriendlyInputError("The latent must be a plain image latent batch.")
-    if samples.ndim != 4:
+        raise EditFriendlyInputError("The latent must be a plain latent batch (not a nested or audio latent).")
+    if dimensions not in LATENT_LAYOUTS:
+        raise EditFriendlyInputError(f"{model_name} does not work on image or video latents, so it cannot be inverted.")
+    if samples.ndim != dimensions + 2:
+        given = LATENT_LAYOUTS.get(samples.ndim - 2, f"{samples.ndim}-dimensional latents")
         raise EditFriendlyInputError(
-            f"Only image latents [batch, channels, height, width] can be inverted; got shape {tuple(samples.shape)}."
+            f"{model_name} works on {LATENT_LAYOUTS[dimensions]}, but this latent has shape {tuple(samples.shape)} "
+            f"({given}). Encode the image or video with this model's VAE."
+        )
+    if single_frame and samples.shape[2] != 1:
+        raise EditFriendlyInputError(
+            f"{model_name} is an image model: its latents hold one frame, but this one has {samples.shape[2]} "
+            f"(shape {tuple(samples.shape)}). Edit a video with a video model (Wan, HunyuanVideo, LTXV...), or pick one frame."
         )
     if samples.numel() == 0:
         raise EditFriendlyInputError(f"The latent is empty (shape {tuple(samples.shape)}).")
@@ -121,8 +137,17 @@ def check_maps_fit_model(noise_maps: NoiseMaps, fingerprint: ModelFingerprint) -
     return noise_maps
 
 
-def check_shift(dx: int, dy: int, noise_maps: NoiseMaps, fill: str) -> None:
+def check_shift(dx: int, dy: int, noise_maps: NoiseMaps, fill: str, dt: int = 0) -> None:
     height, width = noise_maps.latent_shape[-2:]
+    frames = noise_maps.frames
+    if dt and frames is None:
+        raise EditFriendlyInputError("A shift in time (dt) needs video noise maps; these are of an image.")
+    if dt and (abs(dt) >= frames or fill == "reflect" and 2 * abs(dt) >= frames):
+        limit = frames - 1 if fill != "reflect" else (frames - 1) // 2
+        raise EditFriendlyInputError(
+            f"A shift of {dt} latent frames leaves nothing of this {frames}-frame video with the {fill} fill (at most "
+            f"{limit}). A latent frame is 4 video frames for Wan and HunyuanVideo, 8 for LTXV, 6 for Mochi."
+        )
     if abs(dx) >= width or abs(dy) >= height:
         raise EditFriendlyInputError(
             f"A shift of ({dx}, {dy}) latent pixels is as large as the latent itself ({width}x{height}); "
@@ -135,15 +160,19 @@ def check_shift(dx: int, dy: int, noise_maps: NoiseMaps, fill: str) -> None:
         )
 
 
-def fit_mask(mask: torch.Tensor, batch: int, height: int, width: int) -> torch.Tensor:
-    """A MASK resized to the latent grid, shape [B or 1, H, W]; refused when its aspect ratio differs."""
+def fit_mask(mask: torch.Tensor, latent_shape: tuple) -> torch.Tensor:
+    """A MASK resized to the latent grid: [B or 1, H, W] for an image latent, [T or 1, H, W] for a video latent (a
+    MASK's batch is read as frames, as a mask loaded from a video is); refused when its aspect ratio differs."""
+    batch, _, *frames, height, width = latent_shape
     if mask.ndim == 2:
         mask = mask.unsqueeze(0)
     elif mask.ndim == 4 and mask.shape[1] == 1:
         mask = mask[:, 0]
     if mask.ndim != 3 or mask.numel() == 0:
         raise EditFriendlyInputError(f"The mask must be [height, width] or [batch, height, width]; got {tuple(mask.shape)}.")
-    if mask.shape[0] not in (1, batch):
+    if frames:
+        mask = _mask_frames(mask, frames[0])
+    elif mask.shape[0] not in (1, batch):
         raise EditFriendlyInputError(f"The mask has a batch of {mask.shape[0]} but the latent has {batch}.")
     mask_h, mask_w = mask.shape[-2:]
     # The same aspect ratio, allowing one latent pixel for the rounding of image sizes to the latent grid.
@@ -157,3 +186,27 @@ def fit_mask(mask: torch.Tensor, batch: int, height: int, width: int) -> torch.T
     if (mask_h, mask_w) != (height, width):
         mask = F.interpolate(mask.unsqueeze(1).float(), size=(height, width), mode="bilinear", align_corners=False)[:, 0]
     return mask.clamp(0.0, 1.0)
+
+
+def _mask_frames(mask: torch.Tensor, frames: int) -> torch.Tensor:
+    """One mask per latent frame from 1 mask, one per latent frame, or one per video frame.
+
+    Video VAEs (Wan, HunyuanVideo, LTXV, Mochi) encode the first video frame alone and each later group of k frames
+    into one latent frame, so a video of (T - 1) * k + 1 frames has T latent frames; a latent frame takes the union
+    (the largest value) of its group's masks.
+    """
+    count = mask.shape[0]
+    if count in (1, frames):
+        return mask
+    if frames > 1 and (count - 1) % (frames - 1) == 0:
+        group = (count - 1) // (frames - 1)
+        return torch.cat([mask[:1], mask[1:].unflatten(0, (frames - 1, group)).amax(dim=1)])
+    raise EditFriendlyInputError(
+        f"The mask has {count} frames but the video latent has {frames}: give one mask for every frame, one per latent "
+        f"frame ({frames}), or one per video frame ((frames - 1) * k + 1, such as {4 * (frames - 1) + 1} for Wan's k = 4)."
+    )
+
+
+def mask_for_latent(mask: torch.Tensor, latent_shape: tuple) -> torch.Tensor:
+    """A mask from fit_mask, shaped to broadcast over the latent: [B or 1, 1, H, W] or [1, 1, T or 1, H, W]."""
+    return mask.unsqueeze(1) if len(latent_shape) == 4 else mask[None, None]

@@ -48,7 +48,7 @@ def test_counting_wrapper_sees_model_calls(eps):
         (torch.full((1, 4, 8, 8), float("nan")), "NaN"),
         (torch.tensor([[[[float("inf")]]]]).expand(1, 4, 8, 8).clone(), "infinite"),
         (torch.randn(1, 16, 8, 8), "16 channels"),
-        (torch.randn(1, 4, 2, 8, 8), "Only image latents"),
+        (torch.randn(1, 4, 2, 8, 8), "works on image latents [batch, channels, height, width]"),
     ],
 )
 def test_bad_latents_are_refused(eps, samples, words):

@@ -317,7 +317,7 @@ def test_settling_leaves_edits_alone(monkeypatch, rule):
     target = tiny.conditioning(12)
     maps = pipeline.invert(tiny.patcher, positive, negative, latent, 12, 3.5, "karras", 1.0, 5, rule=rule, parallel_steps=4)
     edited = pipeline.regenerate(tiny.patcher, target, negative, maps, 3.5, 2)
-    monkeypatch.setattr(sampling, "settle_on_recorded", lambda x, recorded, mean: x)
+    monkeypatch.setattr(sampling, "settle_on_recorded", lambda x, *_: x)
     unsettled = pipeline.regenerate(tiny.patcher, target, negative, maps, 3.5, 2)
     assert max_error(edited, latent["samples"]) > 1e-2
     assert max_error(edited, unsettled) <= 1e-6

@@ -16,17 +16,17 @@ PUBLIC_INPUTS = {
     "EditFriendlyDDPMInversion": {
         "model": None, "positive": None, "negative": None, "latent_image": None,
         "steps": 100, "cfg": 3.5, "scheduler": "ddim_uniform", "eta": 1.0, "seed": 0, "variations": 1,
-        "rule": "ddpm", "parallel_steps": 1,
+        "rule": "ddpm", "parallel_steps": 1, "precision": "auto",
     },
     "EditFriendlySampler": {"model": None, "positive": None, "negative": None, "noise_maps": None, "cfg": 15.0, "skip": 36, "mask": None},
     "EditFriendlyNoiseMapTransform": {
         "noise_maps": None, "dx": 0, "dy": 0, "fill": "noise", "fill_seed": 0, "color": "#ff0000",
-        "color_strength": 0.0, "start_percent": 0.0, "end_percent": 1.0, "mask": None,
+        "color_strength": 0.0, "start_percent": 0.0, "end_percent": 1.0, "mask": None, "dt": 0,
     },
     "EditFriendlySamplerCustom": {"noise_maps": None, "skip": 36, "mask": None},
     "EditFriendlySaveNoiseMaps": {"noise_maps": None, "filename_prefix": "noise_maps/ef"},
     "EditFriendlyLoadNoiseMaps": {"file": None},
-    "EditFriendlyNoiseMapPreview": {"noise_maps": None, "count": 8, "batch_index": 0},
+    "EditFriendlyNoiseMapPreview": {"noise_maps": None, "count": 8, "batch_index": 0, "frame": 0},
 }
 DISPLAY_NAMES = {
     "EditFriendlyDDPMInversion": "Edit-Friendly DDPM Inversion",
