@@ -282,6 +282,7 @@ def regenerate(model, positive, negative, noise_maps: NoiseMaps, cfg: float, ski
     With a `mask` the edit applies inside it only; outside, the output is the source latent.
     """
     check_maps_fit_model(noise_maps, model_fingerprint(model))
+    model_latent(model, {"samples": noise_maps.source_latent})  # the layout and frames this model takes
     skip = check_skip(skip, noise_maps)
     sampler = edit_friendly_sampler(noise_maps, mask)
     guider = cfg_guider(model, positive, negative, cfg)
