@@ -49,7 +49,7 @@ import baselines  # noqa: E402
 import psutil  # noqa: E402
 import tiny_models  # noqa: E402
 import torch  # noqa: E402
-from edit_friendly_ddpm.nodes import pipeline, sampling  # noqa: E402
+from edit_friendly_ddpm.nodes import pipeline, sampling, steps  # noqa: E402
 
 comfy.utils.PROGRESS_BAR_ENABLED = False
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -328,19 +328,19 @@ def bench_rounding(setup, sizes=(2, 4, 8, 16)):
     # prompt reaches x_{i+1} as mean + tau z, like ddpm's (the second-order correction is exactly zero).
     maps = setup.invert(steps=steps, rule="dpmpp_2m_sde", parallel_steps=steps)
     device = comfy.model_management.get_torch_device()
-    first_order = sampling.rule_steps(maps.rule, maps.scales, maps.eta)
+    first_order = steps.rule_steps(maps.rule, maps.scales, maps.eta)
     missed = total = 0
-    widest = 0.0  # in roundings of the step's operands, the unit of sampling.ROUNDING_SLACK
+    widest = 0.0  # in roundings of the step's operands, the unit of steps.ROUNDING_SLACK
     for i, step in enumerate(first_order[:-1]):
         x, denoised, noise_map, drawn = (t.to(device) for t in (maps.noisy_latents[i], maps.source_denoised[i], maps.maps[i], maps.noisy_latents[i + 1]))
-        mean = sampling.posterior_mean(x, denoised, step)
-        reached = sampling.add_map(mean, noise_map, step)
+        mean = steps.posterior_mean(x, denoised, step)
+        reached = steps.add_map(mean, noise_map, step)
         rounding = torch.finfo(torch.float32).eps * (mean.abs() + reached.abs())
         missed += int((reached != drawn).sum())
         total += reached.numel()
         widest = max(widest, float(((reached - drawn).abs() / rounding).max()))
     print(f"rounding: drawn latents that mean + tau z cannot reproduce  {100 * missed / total:.1f}% of elements, by at most "
-          f"{widest:.2f} eps (|mean| + |x|) (settling takes up to {sampling.ROUNDING_SLACK:g}; {steps - 1} steps inside one batch)")
+          f"{widest:.2f} eps (|mean| + |x|) (settling takes up to {steps.ROUNDING_SLACK:g}; {steps - 1} steps inside one batch)")
 
     guider = pipeline.cfg_guider(setup.patcher, setup.positive, setup.negative, setup.cfg)
     samples = setup.latent["samples"]

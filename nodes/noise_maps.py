@@ -11,11 +11,10 @@ import math
 
 import torch
 
-SAMPLING_RULES = ("ddpm", "dpmpp_2m_sde")
-"""Step rules a set of maps can be replayed with; the inversion and the sampler must use the same one.
+from .steps import STEP_RULES
 
-ddpm: the DDPM posterior step of the paper. dpmpp_2m_sde: DPM-Solver++(2M) SDE (ComfyUI's
-sample_dpmpp_2m_sde, midpoint form), whose replay also needs `source_denoised`."""
+SAMPLING_RULES = tuple(STEP_RULES)
+"""Step rules a set of maps can be replayed with (steps.STEP_RULES); the inversion and the sampler must use the same one."""
 
 STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 """Precisions the maps can be kept in. float16 halves their memory (video): the inversion then rounds every latent
@@ -173,7 +172,7 @@ class NoiseMaps:
             raise ValueError(f"NoiseMaps: a batch of {self.maps.shape[1]} cannot hold {self.variations} variations")
         if self.rule not in SAMPLING_RULES:
             raise ValueError(f"NoiseMaps: unknown step rule {self.rule!r}")
-        needs_history = self.rule == "dpmpp_2m_sde"
+        needs_history = STEP_RULES[self.rule].keeps_history
         if needs_history and (self.source_denoised is None or self.source_denoised.shape != self.maps.shape):
             raise ValueError(f"NoiseMaps: the {self.rule} rule needs source_denoised shaped like the maps")
         if not needs_history and self.source_denoised is not None:

@@ -18,13 +18,17 @@ import comfy.utils
 import latent_preview
 import torch
 
-from .noise_maps import SAMPLING_RULES, STORAGE_DTYPES, ModelFingerprint, NoiseMaps
+from .noise_maps import SAMPLING_RULES, STORAGE_DTYPES, ModelFingerprint, NoiseMaps  # noqa: F401 (SAMPLING_RULES: the node's options)
 from .sampling import sample_edit_friendly, sample_edit_friendly_inversion
 from .validation import (
     EditFriendlyInputError,
+    check_choice,
     check_eta,
+    check_in_range,
     check_latent,
     check_maps_fit_model,
+    check_no_noise_mask,
+    check_rule,
     check_sigmas,
     check_skip,
     fit_mask,
@@ -199,8 +203,7 @@ def model_latent(model, latent: dict) -> torch.Tensor:
 
 def storage_dtype(precision: str, samples: torch.Tensor) -> torch.dtype:
     """The dtype the maps are kept in for `precision` (PRECISIONS)."""
-    if precision not in PRECISIONS:
-        raise EditFriendlyInputError(f"Unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
+    check_choice("precision", precision, PRECISIONS)
     if precision == "auto":
         precision = "float16" if samples.ndim == 5 and samples.shape[2] > 1 else "float32"
     return STORAGE_DTYPES[precision]
@@ -218,28 +221,17 @@ def invert(
     sampler then retraces the inversion bit for bit), 0 = as many as the free memory allows. `precision` is how the
     maps are kept (PRECISIONS): float16 halves their memory and still reconstructs exactly.
     """
-    if rule not in SAMPLING_RULES:
-        raise EditFriendlyInputError(f"Unknown step rule {rule!r}; choose one of {', '.join(SAMPLING_RULES)}.")
-    if not 0 <= parallel_steps <= MAX_PARALLEL_STEPS:
-        raise EditFriendlyInputError(f"parallel_steps must be between 0 (automatic) and {MAX_PARALLEL_STEPS}; got {parallel_steps}.")
+    check_rule(rule)
+    check_in_range("parallel_steps", parallel_steps, 0, MAX_PARALLEL_STEPS, "0 (automatic)")
     latent_format = model.get_model_object("latent_format")
-    samples = model_latent(model, latent)
-    if latent.get("noise_mask") is not None:
-        # It would be dropped here without a word: the inversion always covers the whole latent.
-        raise EditFriendlyInputError(
-            "The latent carries a noise mask (Set Latent Noise Mask, VAE Encode for Inpainting, InpaintModelConditioning), "
-            "but the inversion always covers the whole image. To confine the edit, connect the mask to the Edit-Friendly "
-            "Sampler's mask input (or set the noise mask on the latent that goes to SamplerCustomAdvanced)."
-        )
+    samples = model_latent(model, check_no_noise_mask(latent))
     eta = check_eta(eta)
-    if not 1 <= variations <= MAX_VARIATIONS:
-        raise EditFriendlyInputError(f"variations must be between 1 and {MAX_VARIATIONS}; got {variations}.")
+    check_in_range("variations", variations, 1, MAX_VARIATIONS)
     # float32 whatever the given latent's precision (as KSampler's noise makes it): half would round the maps.
     samples = samples.float().repeat(variations, *[1] * (samples.ndim - 1))
     storage = storage_dtype(precision, samples)
     seeds = [(seed + k) % 2**64 for k in range(variations)]
-    if scheduler not in comfy.samplers.SCHEDULER_NAMES:
-        raise ValueError(f"Unknown scheduler {scheduler!r}; choose one of {comfy.samplers.SCHEDULER_NAMES}.")
+    check_choice("scheduler", scheduler, comfy.samplers.SCHEDULER_NAMES)
     sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), scheduler, steps)
     sigmas = check_sigmas(sigmas.float().cpu(), scheduler)
     store = comfy.model_management.intermediate_device()
@@ -254,25 +246,25 @@ def invert(
         },
     )
     run_guider(cfg_guider(model, positive, negative, cfg), sampler, sigmas, samples, seed)
-    record = sink[0]
+    (record,) = sink
     return NoiseMaps(
-        sigmas=record["sigmas"],
-        scales=record["scales"],
-        noisy_latents=record["noisy_latents"],
-        maps=record["maps"],
+        sigmas=record.sigmas,
+        scales=record.scales,
+        noisy_latents=record.noisy_latents,
+        maps=record.maps,
         source_latent=samples.to(store),
         eta=eta,
         rule=rule,
-        source_denoised=record["denoised"],
+        source_denoised=record.denoised,
         seed=int(seed),
         source_cfg=float(cfg),
         fingerprint=model_fingerprint(model),
         variations=variations,
         latent_rgb_factors=_as_tuple(getattr(latent_format, "latent_rgb_factors", None)),
         latent_rgb_bias=_as_tuple(getattr(latent_format, "latent_rgb_factors_bias", None)),
-        batches=record["batches"],  # None unless some steps shared a batch
-        conditioning_digest=record["conditioning_digest"],
-        residual=record["residual"],
+        batches=record.batches,  # None unless some steps shared a model call
+        conditioning_digest=record.conditioning_digest,
+        residual=record.residual,
     )
 
 

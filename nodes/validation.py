@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from .noise_maps import ModelFingerprint, NoiseMaps
+from .steps import STEP_RULES
 
 
 class EditFriendlyInputError(ValueError):
@@ -53,6 +54,29 @@ def check_latent(samples, channels: int, dimensions: int = 2, model_name: str = 
             "The latent is all zeros (an Empty Latent Image?). Inversion needs a real image: use VAE Encode."
         )
     return samples
+
+
+def check_in_range(name: str, value: int, low: int, high: int, low_meaning: str | None = None) -> int:
+    if not low <= value <= high:
+        raise EditFriendlyInputError(f"{name} must be between {low_meaning or low} and {high}; got {value}.")
+    return value
+
+
+def check_choice(name: str, value: str, choices) -> str:
+    if value not in choices:
+        raise EditFriendlyInputError(f"Unknown {name} {value!r}; choose one of {', '.join(choices)}.")
+    return value
+
+
+def check_no_noise_mask(latent: dict) -> dict:
+    """The inversion always covers the whole latent: a noise mask on it would be dropped without a word."""
+    if latent.get("noise_mask") is not None:
+        raise EditFriendlyInputError(
+            "The latent carries a noise mask (Set Latent Noise Mask, VAE Encode for Inpainting, InpaintModelConditioning), "
+            "but the inversion always covers the whole image. To confine the edit, connect the mask to the Edit-Friendly "
+            "Sampler's mask input (or set the noise mask on the latent that goes to SamplerCustomAdvanced)."
+        )
+    return latent
 
 
 def check_eta(eta: float) -> float:
@@ -210,3 +234,92 @@ def _mask_frames(mask: torch.Tensor, frames: int) -> torch.Tensor:
 def mask_for_latent(mask: torch.Tensor, latent_shape: tuple) -> torch.Tensor:
     """A mask from fit_mask, shaped to broadcast over the latent: [B or 1, 1, H, W] or [1, 1, T or 1, H, W]."""
     return mask.unsqueeze(1) if len(latent_shape) == 4 else mask[None, None]
+
+
+def check_rule(rule: str) -> str:
+    return check_choice("step rule", rule, STEP_RULES)
+
+
+def check_replay_rule(noise_maps: NoiseMaps, rule: str | None) -> None:
+    """Refuse to replay maps with a step rule other than the one they were made with, or without its data."""
+    if rule is not None and rule != noise_maps.rule:
+        raise EditFriendlyInputError(
+            f"These noise maps were made with the {noise_maps.rule!r} step rule and cannot be replayed with {rule!r}: "
+            f"the maps only lead back to the image under the rule they were inverted with. Invert again with rule {rule!r}."
+        )
+    if noise_maps.rule not in STEP_RULES:
+        raise EditFriendlyInputError(f"The noise maps use an unknown step rule {noise_maps.rule!r}.")
+    if STEP_RULES[noise_maps.rule].keeps_history and noise_maps.source_denoised is None:
+        raise EditFriendlyInputError(
+            f"The {noise_maps.rule!r} noise maps lack the source's clean-latent estimates they need; invert again."
+        )
+
+
+def check_replay_sigmas(noise_maps: NoiseMaps, sigmas: torch.Tensor) -> int:
+    """The skip that `sigmas` corresponds to in `noise_maps`; refused when they are not a tail of its schedule."""
+    sigmas = sigmas.detach().float().cpu()
+    skip = noise_maps.steps + 1 - sigmas.shape[0]
+    if skip < 0 or skip >= noise_maps.steps or not torch.allclose(
+        sigmas, noise_maps.sigmas[skip:], rtol=1e-5, atol=1e-7
+    ):
+        raise EditFriendlyInputError(
+            f"The sigmas given to the edit-friendly sampler ({sigmas.shape[0]} values, from "
+            f"{float(sigmas[0]):.4g} to {float(sigmas[-1]):.4g}) are not a tail of the schedule the noise maps "
+            f"were made with ({noise_maps.steps + 1} values from {float(noise_maps.sigmas[0]):.4g} to 0). "
+            "Use the sigmas the noise maps provide."
+        )
+    return skip
+
+
+SOURCE_LATENT_TOLERANCE = 1e-2
+"""How far (relative to its largest value) the sampler's latent may be from the maps' source: a bfloat16 copy is within it."""
+SEED_DEPENDENT_CONDITIONING = ("unclip_conditioning", "noise_augmentation")
+"""Conditioning keys whose model input ComfyUI draws from the sampler's seed (unCLIP, the x4 upscaler's augmentation)."""
+
+
+def check_replay_latent(noise_maps: NoiseMaps, shape: tuple, given: torch.Tensor | None, source: torch.Tensor) -> None:
+    """The sampler's latent must have the maps' shape and be their source (`given` and `source` both in the model's
+    space): the replay starts from the maps' own latent, so any other latent (another sampler's output, another
+    image) would be ignored without a word."""
+    if tuple(shape) != noise_maps.latent_shape:
+        hint = (
+            f" They hold {noise_maps.variations} variations of each latent: give the sampler the Edit-Friendly Sampler "
+            "(Custom Sampling) node's LATENT output, which has them all."
+            if noise_maps.variations > 1 else ""
+        )
+        raise EditFriendlyInputError(
+            f"The latent given to the sampler has shape {tuple(shape)} but the noise maps are for {noise_maps.latent_shape}.{hint}"
+        )
+    if given is not None and (given.float() - source).abs().max() > SOURCE_LATENT_TOLERANCE * source.abs().max():
+        raise EditFriendlyInputError(
+            "The latent given to the sampler is not the one these noise maps were made from. The edit-friendly sampler "
+            "replays the inversion from its own start, so it cannot continue another sampler's output or edit another "
+            "image (a Noise Map Transform's shift moves the maps' latent too): connect the Edit-Friendly Sampler "
+            "(Custom Sampling) node's LATENT output to latent_image."
+        )
+
+
+def check_replay_seed(noise_maps: NoiseMaps, seed, conds: dict) -> None:
+    """Conditioning that draws noise from the sampler's seed needs the inversion's seed, or the source would not come back."""
+    if seed is not None and int(seed) != noise_maps.seed and any(
+        cond.get(key) not in (None, 0, 0.0)
+        for cond_list in conds.values()
+        for cond in cond_list or ()
+        if isinstance(cond, dict)
+        for key in SEED_DEPENDENT_CONDITIONING
+    ):
+        raise EditFriendlyInputError(
+            f"This conditioning (unCLIP or noise augmentation) draws noise from the sampler's seed, here {seed}, but the "
+            f"inversion used seed {noise_maps.seed}, so the source would not come back. Give SamplerCustomAdvanced a "
+            f"RandomNoise node with seed {noise_maps.seed}, or set SamplerCustom's noise_seed to it (the edit-friendly "
+            "sampler does not use the noise itself)."
+        )
+
+
+def check_storable(noise_map: torch.Tensor, sigma, storage: torch.dtype) -> torch.Tensor:
+    """A map rounded to its storage precision must stay finite."""
+    if not torch.isfinite(noise_map).all():
+        raise EditFriendlyInputError(
+            f"A noise map at sigma {float(sigma):.4g} exceeds the range of {storage}: invert with precision float32."
+        )
+    return noise_map

@@ -10,7 +10,7 @@ import comfy_extras.nodes_model_advanced as model_advanced
 import pytest
 import tiny_models
 import torch
-from edit_friendly_ddpm.nodes import pipeline, sampling
+from edit_friendly_ddpm.nodes import pipeline, steps
 from edit_friendly_ddpm.nodes.comfy_nodes import EditFriendlyNoiseMapTransform
 from edit_friendly_ddpm.nodes.validation import EditFriendlyInputError, check_sigmas
 from tiny_models import counting_model_calls
@@ -192,8 +192,8 @@ def test_fingerprints_read_device_tables_without_float64_on_the_device():
     on_device.sigmas = on_device.sigmas.as_subclass(NoFloat64)
     on_device.log_sigmas = on_device.log_sigmas.as_subclass(NoFloat64)
     assert pipeline.ModelFingerprint.of(on_device, comfy.latent_formats.SD15()) == expected
-    scales = sampling.signal_and_noise_scales(model_sampling, on_device.sigmas[::100])
-    assert torch.equal(scales, sampling.signal_and_noise_scales(model_sampling, model_sampling.sigmas[::100]))
+    scales = steps.signal_and_noise_scales(model_sampling, on_device.sigmas[::100])
+    assert torch.equal(scales, steps.signal_and_noise_scales(model_sampling, model_sampling.sigmas[::100]))
 
 
 def test_something_else_wired_as_noise_maps_is_refused(eps):

@@ -14,7 +14,7 @@ import pytest
 import tiny_models
 import torch
 from comfy_hooks import recorded_progress
-from edit_friendly_ddpm.nodes import comfy_nodes, digest, pipeline, sampling, serialization, transforms
+from edit_friendly_ddpm.nodes import comfy_nodes, digest, pipeline, sampling, serialization, step_batches, steps, transforms
 from edit_friendly_ddpm.nodes.validation import EditFriendlyInputError
 from tiny_models import batch_dependent_rounding, counting_model_calls
 
@@ -292,11 +292,11 @@ def test_settling_takes_the_recorded_latent_only_within_rounding():
     mean, recorded = torch.full((3,), 1.0), torch.full((3,), 0.5)
     ulp = torch.finfo(torch.float32).eps
     x = recorded + torch.tensor([2.0, 12.0, 1e4]) * ulp  # the tolerance is 4 ulp * (|mean| + |x|), about 6 ulp
-    settled = sampling.settle_on_recorded(x, recorded, mean)
+    settled = steps.settle_on_recorded(x, recorded, mean)
     assert settled[0] == recorded[0]  # two ulp off: rounding, taken as recorded
     assert torch.equal(settled[1:], x[1:])  # twelve ulp off, and a real difference of 1.2e-3: kept
     half = torch.tensor([0.5, 0.5039], dtype=torch.bfloat16)  # one bfloat16 step apart: still float32's reach
-    assert torch.equal(sampling.settle_on_recorded(half[1:], half[:1], mean[:1].bfloat16()), half[1:])
+    assert torch.equal(steps.settle_on_recorded(half[1:], half[:1], mean[:1].bfloat16()), half[1:])
 
 
 def test_settling_does_not_hide_a_wrong_map():
@@ -343,7 +343,7 @@ def test_the_first_latent_is_the_drawn_one_and_every_batch_starts_from_the_previ
     maps = pipeline.invert(tiny.patcher, positive, negative, latent, 7, 2.0, "karras", 1.0, 5, parallel_steps=3)
     x0 = tiny.patcher.model.process_latent_in(latent["samples"])
     scales = maps.scales
-    drawn = list(sampling.draw_noisy_latents(x0, scales, 5))
+    drawn = list(steps.draw_noisy_latents(x0, scales, 5))
     for i in range(maps.steps):
         if i % 3:  # inside a batch: the drawn latent, as the model saw it
             assert torch.equal(maps.noisy_latents[i], drawn[i])
@@ -387,13 +387,13 @@ def test_a_hook_in_the_conditioning_runs_the_inversion_step_by_step():
     assert max_error(regenerated, latent["samples"]) <= TOLERANCE
 
 
-def test_plan_chunks_respects_size_and_timestep_ranges():
+def test_step_batches_respect_size_and_timestep_ranges():
     sigmas = torch.tensor([10.0, 8.0, 6.0, 4.0, 2.0, 1.0, 0.0])
-    assert sampling.plan_chunks(sigmas, 6, 4, []) == [(0, 4), (4, 6)]
-    assert sampling.plan_chunks(sigmas, 6, 4, None) == [(i, i + 1) for i in range(6)]
+    assert step_batches.plan_step_batches(sigmas, 6, 4, []) == [(0, 4), (4, 6)]
+    assert step_batches.plan_step_batches(sigmas, 6, 4, None) == [(i, i + 1) for i in range(6)]
     # A conditioning active for sigma <= 5 (timestep_start 5) splits the batches between sigma 6 and 4.
-    assert sampling.plan_chunks(sigmas, 6, 6, [(5.0, None)]) == [(0, 3), (3, 6)]
-    assert sampling.plan_chunks(sigmas, 6, 6, [(None, 3.0)]) == [(0, 4), (4, 6)]
+    assert step_batches.plan_step_batches(sigmas, 6, 6, [(5.0, None)]) == [(0, 3), (3, 6)]
+    assert step_batches.plan_step_batches(sigmas, 6, 6, [(None, 3.0)]) == [(0, 4), (4, 6)]
 
 
 def test_timestep_range_conditioning_is_honoured_per_step():
