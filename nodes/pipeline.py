@@ -20,6 +20,7 @@ import torch
 
 from .noise_maps import SAMPLING_RULES, STORAGE_DTYPES, ModelFingerprint, NoiseMaps  # noqa: F401 (SAMPLING_RULES: the node's options)
 from .sampling import sample_edit_friendly, sample_edit_friendly_inversion
+from .steps import STEP_RULES
 from .validation import (
     EditFriendlyInputError,
     check_choice,
@@ -150,7 +151,7 @@ def free_memory(base_model, device) -> float:
 def maps_bytes(samples: torch.Tensor, steps: int, rule: str, storage: torch.dtype) -> int:
     """What the maps of `samples` (the float32 latent batch) hold: noisy latents and maps, the clean-latent estimates of
     second-order rules, in `storage`, and the float32 source latent and (lean maps) residual."""
-    records = 3 if rule == "dpmpp_2m_sde" else 2
+    records = 3 if STEP_RULES[rule].keeps_history else 2
     float32_latents = 1 if storage == torch.float32 else 2
     return samples.numel() * (records * steps * storage.itemsize + float32_latents * 4)
 
