@@ -118,14 +118,14 @@ def auto_parallel_steps(base_model, latent_shape: tuple, steps: int, device=None
         cap = min(CPU_PARALLEL_STEPS, CPU_PARALLEL_PIXELS // pixels_per_step)
     else:
         cap = min(MAX_PARALLEL_STEPS, GPU_PARALLEL_PIXELS // pixels_per_step)
-    chunk = 1
+    step_batch = 1
     for candidate in range(2, min(cap, steps) + 1):
         if base_model.memory_required([2 * candidate * batch, *rest]) * 1.5 > 0.8 * free:
             break
-        chunk = candidate
-    if requested and chunk < min(requested, steps):
-        logger.warning("parallel_steps %d does not fit in the free memory; the inversion batches %d steps.", requested, chunk)
-    return chunk
+        step_batch = candidate
+    if requested and step_batch < min(requested, steps):
+        logger.warning("parallel_steps %d does not fit in the free memory; the inversion batches %d steps.", requested, step_batch)
+    return step_batch
 
 
 def batch_fits(base_model, batch_shape: tuple, device, entries: int = 2) -> bool:

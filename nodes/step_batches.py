@@ -105,7 +105,7 @@ def timestep_gates(model, extra_args, batch: int) -> list | None:
 
 
 def _gate_signature(gates, sigma: torch.Tensor) -> tuple:
-    # The same comparisons ComfyUI makes (a float32 sigma against a Python float), so the grouping agrees with it.
+    # The same comparisons ComfyUI makes (a float32 sigma against a Python float), so the step batches agree with it.
     return tuple(
         (start is None or not bool(sigma > start), end is None or not bool(sigma < end)) for start, end in gates
     )
