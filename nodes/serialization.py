@@ -33,7 +33,7 @@ MAX_FILE_BYTES = 16 << 30
 _TENSORS = ("sigmas", "scales", "noisy_latents", "maps", "source_latent")
 _OPTIONAL_TENSORS = ("source_denoised", "residual")
 """Present exactly when the step rule needs it (source_denoised), and when the maps are lean (residual)."""
-_STORAGE_NAMES = {"F32": torch.float32, "F16": torch.float16}
+_STORAGE_NAMES = ("F32", "F16")  # the safetensors dtypes of NoiseMaps.STORAGE_DTYPES
 _ITEM_BYTES = {"F16": 2, "F32": 4, "F64": 8}
 
 

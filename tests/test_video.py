@@ -194,3 +194,19 @@ def test_layout_refusals_come_before_any_model_call(wan):
     with pytest.raises(EditFriendlyInputError):
         pipeline.regenerate(patched, qwen.conditioning(1), qwen.conditioning(2), maps, 4.0, 0)
     assert calls == []
+
+
+def test_a_lean_file_without_its_residual_is_refused(wan, tmp_path):
+    import safetensors.torch
+
+    tiny, latent, positive, negative = wan
+    maps = pipeline.invert(tiny.patcher, positive, negative, latent, 4, 4.0, "simple", 1.0, 0)
+    path = tmp_path / "lean.safetensors"
+    serialization.save(maps, str(path))
+    with safetensors.safe_open(str(path), "pt") as handle:
+        metadata = handle.metadata()
+        tensors = {name: handle.get_tensor(name) for name in handle.keys() if name != "residual"}
+    damaged = tmp_path / "no-residual.safetensors"
+    safetensors.torch.save_file(tensors, str(damaged), metadata=metadata)
+    with pytest.raises(serialization.NoiseMapsFileError, match="residual"):
+        serialization.load(str(damaged))
