@@ -65,6 +65,18 @@ SOCKETS = {
         [("output", "LATENT"), ("denoised_output", "LATENT")],
     ),
     "PreviewImage": ([("images", "IMAGE")], []),
+    "UNETLoader": ([], [("MODEL", "MODEL")]),
+    "CLIPLoader": ([], [("CLIP", "CLIP")]),
+    "VAELoader": ([], [("VAE", "VAE")]),
+    "ModelSamplingSD3": ([("model", "MODEL")], [("MODEL", "MODEL")]),
+    "ModelSamplingAuraFlow": ([("model", "MODEL")], [("MODEL", "MODEL")]),
+    "LoadVideo": ([], [("VIDEO", "VIDEO")]),
+    "GetVideoComponents": ([("video", "VIDEO")], [("images", "IMAGE"), ("audio", "AUDIO"), ("fps", "FLOAT")]),
+    "ImageFromBatch": ([("image", "IMAGE")], [("IMAGE", "IMAGE")]),
+    "ImageScale": ([("image", "IMAGE")], [("IMAGE", "IMAGE")]),
+    # fps is a widget that also takes a link (the frontend lists such an input with its widget's name).
+    "CreateVideo": ([("images", "IMAGE"), ("audio", "AUDIO", True), ("fps", "FLOAT", False, "widget")], [("VIDEO", "VIDEO")]),
+    "SaveVideo": ([("video", "VIDEO")], []),
 }
 # The sampler as the frontend shows it with its optional mask socket (the first examples predate it).
 SAMPLER_WITH_MASK = (SOCKETS["EditFriendlySampler"][0] + [("mask", "MASK", True)], SOCKETS["EditFriendlySampler"][1])
@@ -102,11 +114,17 @@ class Workflow:
             node["properties"]["cnr_id"] = "comfy-core"
         if kind == "CheckpointLoaderSimple" and list(widgets) == [CHECKPOINT]:
             node["properties"]["models"] = [dict(model) for model in CHECKPOINT_MODELS]
+        if widgets and widgets[0] in MODEL_FILES:
+            node["properties"]["models"] = [dict(MODEL_FILES[widgets[0]])]
         self.nodes.append(node)
         for socket in socket_inputs:
             name, kind_ = socket[:2]
+            if len(socket) > 3 and name not in inputs:
+                continue  # a widget shown as a widget: no input socket unless something is linked to it
             entry = {"name": name, "type": kind_, "link": None}
-            if len(socket) > 2:
+            if len(socket) > 3:
+                entry["widget"] = {"name": name}
+            elif len(socket) > 2:
                 entry["shape"] = 7  # how the frontend marks an optional input
             node["inputs"].append(entry)
             if name in inputs:
@@ -439,6 +457,118 @@ def fast_edit() -> Workflow:
     return wf
 
 
+# Other model families. Each model file is declared as ComfyUI's own template for that model declares it (name, url,
+# directory, copied from the comfyui_workflow_templates package: text_to_video_wan for Wan 2.1 1.3B, image_qwen_image
+# for Qwen-Image), so that the frontend names a missing file and offers its download.
+WAN_TEMPLATE, QWEN_IMAGE_TEMPLATE = "text_to_video_wan", "image_qwen_image"
+WAN_REPO = "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files"
+QWEN_REPO = "https://huggingface.co/Comfy-Org/Qwen-Image_ComfyUI/resolve/main/split_files"
+WAN_MODEL, WAN_TEXT_ENCODER, WAN_VAE = "wan2.1_t2v_1.3B_fp16.safetensors", "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "wan_2.1_vae.safetensors"
+QWEN_MODEL, QWEN_TEXT_ENCODER, QWEN_VAE = "qwen_image_fp8_e4m3fn.safetensors", "qwen_2.5_vl_7b_fp8_scaled.safetensors", "qwen_image_vae.safetensors"
+MODEL_FILES = {
+    WAN_MODEL: {"name": WAN_MODEL, "url": f"{WAN_REPO}/diffusion_models/{WAN_MODEL}?download=true", "directory": "diffusion_models"},
+    WAN_TEXT_ENCODER: {"name": WAN_TEXT_ENCODER, "url": f"{WAN_REPO}/text_encoders/{WAN_TEXT_ENCODER}?download=true", "directory": "text_encoders"},
+    WAN_VAE: {"name": WAN_VAE, "url": f"{WAN_REPO}/vae/{WAN_VAE}?download=true", "directory": "vae"},
+    QWEN_MODEL: {"name": QWEN_MODEL, "url": f"{QWEN_REPO}/diffusion_models/{QWEN_MODEL}", "directory": "diffusion_models"},
+    QWEN_TEXT_ENCODER: {"name": QWEN_TEXT_ENCODER, "url": f"{QWEN_REPO}/text_encoders/{QWEN_TEXT_ENCODER}", "directory": "text_encoders"},
+    QWEN_VAE: {"name": QWEN_VAE, "url": f"{QWEN_REPO}/vae/{QWEN_VAE}", "directory": "vae"},
+}
+# The negative prompt of ComfyUI's Wan templates (the one Wan's authors use).
+WAN_NEGATIVE = (
+    "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，JPEG压缩残留，丑陋的，残缺的，多余的手指，"
+    "画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
+)
+VIDEO = "input_video.mp4"  # a placeholder: the pack ships no video; the note says to pick one
+# Wan 2.1 1.3B: 480p, shift 8 and the simple scheduler as in ComfyUI's template; 33 frames (4k + 1, as its VAE
+# compresses time by 4 after the first frame). The CFGs and skip are starting values (see the note).
+WAN_WIDTH, WAN_HEIGHT, WAN_FRAMES, WAN_SHIFT = 832, 480, 33, 8.0
+WAN_STEPS, WAN_SOURCE_CFG, WAN_TARGET_CFG, WAN_SKIP = 30, 5.0, 6.0, 12
+QWEN_SIZE, QWEN_SHIFT = 1024, 3.1
+QWEN_STEPS, QWEN_SOURCE_CFG, QWEN_TARGET_CFG, QWEN_SKIP = 30, 2.5, 4.0, 12
+
+
+def _loaders(wf: Workflow, model: str, text_encoder: str, clip_type: str, vae: str):
+    unet = wf.node("UNETLoader", [model, "default"], col=0, row=0, size=(320, 100))
+    clip = wf.node("CLIPLoader", [text_encoder, clip_type, "default"], col=0, row=3, size=(320, 110))
+    vae_node = wf.node("VAELoader", [vae], col=0, row=6, size=(320, 70))
+    return unet, clip, vae_node
+
+
+def video_edit_wan() -> Workflow:
+    wf = Workflow("video_edit_wan")
+    unet, clip, vae = _loaders(wf, WAN_MODEL, WAN_TEXT_ENCODER, "wan", WAN_VAE)
+    model = wf.node("ModelSamplingSD3", [WAN_SHIFT], col=1, row=0, size=(260, 60), model=(unet, 0))
+    video = wf.node("LoadVideo", [VIDEO, "image"], col=0, row=8, size=(320, 400), title="Load Video (pick yours)")
+    parts = wf.node("GetVideoComponents", col=1, row=9, size=(260, 70), video=(video, 0))
+    frames = wf.node("ImageFromBatch", [0, WAN_FRAMES], col=1, row=12, size=(260, 80), title=f"First {WAN_FRAMES} frames", image=(parts, 0))
+    scaled = wf.node("ImageScale", ["lanczos", WAN_WIDTH, WAN_HEIGHT, "center"], col=1, row=15, size=(260, 130),
+                     title=f"Resize to {WAN_WIDTH}x{WAN_HEIGHT}", image=(frames, 0))
+    latent = wf.node("VAEEncode", col=2, row=12, pixels=(scaled, 0), vae=(vae, 0), size=(220, 50))
+    source = wf.node("CLIPTextEncode", ["a tabby cat looking around"], col=1, row=2, title="Source prompt (describes the input video)", clip=(clip, 0))
+    negative = wf.node("CLIPTextEncode", [WAN_NEGATIVE], col=1, row=5, title="Negative prompt", clip=(clip, 0))
+    inversion = wf.node(
+        "EditFriendlyDDPMInversion", [WAN_STEPS, WAN_SOURCE_CFG, "simple", 1.0, 0, "fixed"], col=2, row=0, size=(320, 250),
+        model=(model, 0), positive=(source, 0), negative=(negative, 0), latent_image=(latent, 0),
+    )
+    target = wf.node("CLIPTextEncode", ["a tiger looking around"], col=2, row=6, title="Target prompt (the video as you want it)", clip=(clip, 0))
+    sampler = wf.node("EditFriendlySampler", [WAN_TARGET_CFG, WAN_SKIP], col=3, row=0, size=(320, 150),
+                      model=(model, 0), positive=(target, 0), negative=(negative, 0), noise_maps=(inversion, 0))
+    decode = wf.node("VAEDecode", col=3, row=4, samples=(sampler, 0), vae=(vae, 0), size=(220, 50))
+    created = wf.node("CreateVideo", [16], col=3, row=6, size=(260, 80), title="Create Video (the input's frame rate)",
+                      images=(decode, 0), fps=(parts, 2))
+    wf.node("SaveVideo", ["video/edit_friendly/wan_edit", "auto", "auto"], col=4, row=0, size=(420, 420), video=(created, 0))
+    wf.note(
+        "## Text-guided video edit with Wan 2.1 (1.3B, text-to-video)\n\n"
+        f"**Load Video**: upload your clip (the pack ships none). The first {WAN_FRAMES} frames (a multiple of 4 plus 1, "
+        f"as the Wan VAE wants) are resized to {WAN_WIDTH}x{WAN_HEIGHT} and encoded; the edit is saved at the input's "
+        "frame rate.\n\n"
+        f"* **Model**: `ModelSamplingSD3` shift {WAN_SHIFT:g} and the `simple` scheduler, as ComfyUI's Wan 2.1 template.\n"
+        f"* **Inversion**: `steps` {WAN_STEPS}, source `cfg` {WAN_SOURCE_CFG:g}, source prompt describing the video.\n"
+        f"* **Sampler**: target `cfg` {WAN_TARGET_CFG:g}, `skip` {WAN_SKIP} of {WAN_STEPS}. These are starting values, not "
+        "tuned on Wan's output: with shift 8 most steps are at high noise, so raise `skip` to keep more of the input's "
+        "motion and layout, lower it if the edit does not take.\n"
+        "* The source prompt with the source CFG and skip 0 gives the input latent back exactly.\n"
+        "* The maps of a video are kept in float16 (`precision` auto); longer or larger clips need much memory: the "
+        "inversion keeps one map per step.",
+        col=3, row=9, title="What this shows", size=(460, 420),
+    )
+    return wf
+
+
+def photo_edit_qwen_image() -> Workflow:
+    wf = Workflow("photo_edit_qwen_image")
+    unet, clip, vae = _loaders(wf, QWEN_MODEL, QWEN_TEXT_ENCODER, "qwen_image", QWEN_VAE)
+    model = wf.node("ModelSamplingAuraFlow", [QWEN_SHIFT], col=1, row=0, size=(260, 60), model=(unet, 0))
+    image = wf.node("LoadImage", [IMAGE, "image"], col=0, row=8, size=(320, 360))
+    scaled = wf.node("ImageScale", ["lanczos", QWEN_SIZE, QWEN_SIZE, "center"], col=1, row=10, size=(260, 130),
+                     title=f"Resize to {QWEN_SIZE}x{QWEN_SIZE}", image=(image, 0))
+    latent = wf.node("VAEEncode", col=1, row=14, pixels=(scaled, 0), vae=(vae, 0), size=(220, 50))
+    source = wf.node("CLIPTextEncode", [SOURCE_PROMPT], col=1, row=2, title="Source prompt (describes the input image)", clip=(clip, 0))
+    negative = wf.node("CLIPTextEncode", [NEGATIVE_PROMPT], col=1, row=6, title="Negative prompt", clip=(clip, 0))
+    inversion = wf.node(
+        "EditFriendlyDDPMInversion", [QWEN_STEPS, QWEN_SOURCE_CFG, "simple", 1.0, 0, "fixed"], col=2, row=0, size=(320, 250),
+        model=(model, 0), positive=(source, 0), negative=(negative, 0), latent_image=(latent, 0),
+    )
+    target = wf.node("CLIPTextEncode", ["a close-up photo of a tiger"], col=2, row=6, title="Target prompt (the image as you want it)", clip=(clip, 0))
+    sampler = wf.node("EditFriendlySampler", [QWEN_TARGET_CFG, QWEN_SKIP], col=3, row=0, size=(320, 150),
+                      model=(model, 0), positive=(target, 0), negative=(negative, 0), noise_maps=(inversion, 0))
+    decode = wf.node("VAEDecode", col=3, row=4, samples=(sampler, 0), vae=(vae, 0), size=(220, 50))
+    stitch = wf.node("ImageStitch", ["right", True, 0, "white"], col=4, row=0, title="Input | edit", size=(320, 150), image1=(scaled, 0), image2=(decode, 0))
+    wf.node("SaveImage", ["edit_friendly/qwen_image_edit"], col=5, row=0, size=(400, 420), images=(stitch, 0))
+    wf.note(
+        "## Text-guided photo edit with Qwen-Image\n\n"
+        f"* **Model**: `ModelSamplingAuraFlow` shift {QWEN_SHIFT:g} and the `simple` scheduler, as ComfyUI's Qwen-Image "
+        "template. The Qwen-Image VAE is the Wan 2.1 VAE: the image becomes a one-frame latent [B, 16, 1, H, W].\n"
+        f"* **Inversion**: `steps` {QWEN_STEPS}, source `cfg` {QWEN_SOURCE_CFG:g} (the template's CFG), source prompt "
+        "describing the image.\n"
+        f"* **Sampler**: target `cfg` {QWEN_TARGET_CFG:g}, `skip` {QWEN_SKIP} of {QWEN_STEPS}. Starting values, not tuned "
+        "on Qwen-Image's output: raise `skip` to keep more of the input, lower it if the edit does not take.\n"
+        "* The source prompt with the source CFG and skip 0 gives the input back exactly.",
+        col=3, row=6, title="What this shows", size=(460, 300),
+    )
+    return wf
+
+
 WORKFLOWS = {
     "text_guided_editing": text_editing,
     "exact_reconstruction": reconstruction,
@@ -451,12 +581,19 @@ WORKFLOWS = {
     "batched_variations": variations,
     "noise_map_preview": noise_map_preview,
     "fast_edit": fast_edit,
+    "video_edit_wan": video_edit_wan,
+    "photo_edit_qwen_image": photo_edit_qwen_image,
 }
 # Examples with end-to-end tests of their own (tests/test_server_power.py) rather than the generic run:
 # they need a file moved between runs, other nodes' skips scaled, or checks of their own.
 FEATURE_WORKFLOWS = (
     "save_noise_maps", "edit_from_saved_noise_maps", "sampler_custom_advanced", "masked_edit", "batched_variations", "noise_map_preview", "fast_edit",
 )
+
+
+# Examples of other model families (UNETLoader, CLIPLoader and VAELoader instead of the SD1.5 checkpoint), run end
+# to end with tiny stand-ins in tests/test_server_video.py.
+FAMILY_WORKFLOWS = ("video_edit_wan", "photo_edit_qwen_image")
 
 
 def build_all() -> dict[str, dict]:

@@ -11,12 +11,26 @@ No model weights can be downloaded for tests or for a first look at the nodes, s
 * ``diffusion_models/tiny-sd3.safetensors``: an SD3-layout MMDiT of depth 1 on 16 latent channels
   (UNETLoader), whose text inputs (context 768, pooled 768) fit the tiny CLIP-L's conditioning.
 * ``vae/tiny-sd3-vae.safetensors``: a 16-channel TAESD-style VAE (VAELoader) for that model.
+* ``text_encoders/tiny-clip-l.safetensors``: the tiny SD1.5 checkpoint's CLIP-L on its own (CLIPLoader).
+  With type ``sd3`` ComfyUI pads its 768-wide output to 4096, the width of T5-XXL / UMT5-XXL, so it
+  stands in for Wan's UMT5-XXL, whose fixed full-size config cannot be made tiny.
+* ``diffusion_models/tiny-wan21.safetensors``: a Wan 2.1 text-to-video DiT (UNETLoader detects it as
+  WAN21_T2V) of width 128 (one head: ComfyUI sizes the heads as width / 128), one block, 16 latent channels;
+  its text input is 4096 wide because ComfyUI builds every Wan model with UMT5-XXL's width.
+* ``diffusion_models/tiny-qwen-image.safetensors``: a Qwen-Image MMDiT with one block. ComfyUI sizes only
+  the input channels and the block count from the weights; the width (3072) and the text width (3584,
+  Qwen2.5-VL 7B's) are fixed, so this file is large (about 0.7 GB in bfloat16) although it has one block.
+* ``vae/tiny-wan21-vae.safetensors``: a Wan 2.1 causal 3-D VAE (16 latent channels, 8x spatial and 4x
+  temporal compression) of base width 8; ComfyUI's VAELoader sizes it from the weights. Qwen-Image uses
+  the same VAE, as the real qwen_image_vae.safetensors is the Wan 2.1 VAE.
 
 Every weight comes from a seeded generator, so the files are the same on every machine, and the
 pictures they make are noise: these models test plumbing, not image quality. A file is rewritten only
 when it is missing or was written by another version of this script (recorded in its metadata).
 
-    python scripts/make_tiny_checkpoints.py MODELS_DIR [--comfyui PATH] [--only sd15|sd3] [--force]
+    python scripts/make_tiny_checkpoints.py MODELS_DIR [--comfyui PATH] [--only NAME]... [--force] [--verify]
+
+NAME is one of sd15, sd3, sd3_vae, clip_l, wan, wan_vae, qwen; --only can be given several times.
 """
 
 from __future__ import annotations
@@ -34,6 +48,10 @@ SEED = 20240617
 SD15_CHECKPOINT = "tiny-sd15.safetensors"
 SD3_DIFFUSION_MODEL = "tiny-sd3.safetensors"
 SD3_VAE = "tiny-sd3-vae.safetensors"
+CLIP_L = "tiny-clip-l.safetensors"
+WAN_DIFFUSION_MODEL = "tiny-wan21.safetensors"
+WAN_VAE = "tiny-wan21-vae.safetensors"
+QWEN_DIFFUSION_MODEL = "tiny-qwen-image.safetensors"
 
 SD15_UNET_CONFIG = {
     "use_checkpoint": False,
@@ -68,6 +86,28 @@ SD3_UNET_CONFIG = {
     "pos_embed_scaling_factor": None,
     "x_block_self_attn_layers": [],
 }
+
+# The keys comfy.model_detection derives from a Wan 2.1 checkpoint (dim, ffn_dim, num_layers, in_dim and out_dim
+# from the weights; the rest fixed): num_heads is dim // 128, text_dim is always UMT5-XXL's 4096.
+WAN_UNET_CONFIG = {
+    "image_model": "wan2.1",
+    "model_type": "t2v",
+    "dim": 128,
+    "out_dim": 16,
+    "num_heads": 1,
+    "ffn_dim": 256,
+    "num_layers": 1,
+    "patch_size": (1, 2, 2),
+    "freq_dim": 256,
+    "window_size": (-1, -1),
+    "qk_norm": True,
+    "cross_attn_norm": True,
+    "eps": 1e-6,
+    "in_dim": 16,
+}
+# Qwen-Image: model_detection reads in_channels (16 latent channels x 2 x 2 patch) and the block count only.
+QWEN_UNET_CONFIG = {"image_model": "qwen_image", "in_channels": 64, "num_layers": 1}
+WAN_VAE_DIM = 8  # the real Wan 2.1 VAE's is 96
 
 DEFAULT_COMFYUI = pathlib.Path(__file__).resolve().parents[1] / ".cache" / "ComfyUI"
 
@@ -150,6 +190,38 @@ def _build_sd3_state_dict():
     return {k: v.detach().contiguous() for k, v in model.diffusion_model.state_dict().items()}
 
 
+def _build_clip_l_state_dict():
+    """The CLIP-L of the tiny SD1.5 checkpoint (same seed, same fp16 weights) with the keys a CLIP-L file has."""
+    import comfy.sd1_clip
+    import torch
+
+    clip = comfy.sd1_clip.SD1ClipModel(device="cpu", dtype=torch.float32)
+    fill_seeded(clip, SEED + 1)
+    return {k: v.detach().to(torch.float16).contiguous() for k, v in clip.clip_l.transformer.state_dict().items()}
+
+
+def _build_diffusion_model_state_dict(config_class: str, unet_config: dict, seed: int, dtype=None):
+    import comfy.supported_models
+
+    config = getattr(comfy.supported_models, config_class)(json.loads(json.dumps(unet_config)))
+    model = config.get_model({}, device="cpu")
+    fill_seeded(model.diffusion_model, seed)
+    return {k: v.detach().to(dtype or v.dtype).contiguous() for k, v in model.diffusion_model.state_dict().items()}
+
+
+def _build_wan_vae_state_dict():
+    import comfy.ldm.wan.vae
+
+    # The configuration comfy.sd.VAE builds for a Wan 2.1 VAE, at the base width it reads from decoder.head.0.gamma.
+    vae = comfy.ldm.wan.vae.WanVAE(dim=WAN_VAE_DIM, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                                   temperal_downsample=[False, True, True], dropout=0.0)
+    fill_seeded(vae, SEED + 7)
+    for name, param in vae.named_parameters():
+        if name.endswith("gamma"):  # RMS_norm scales: fill_seeded zeroes parameters of norms other than weight/scale
+            param.data.fill_(1.0)
+    return {k: v.detach().contiguous() for k, v in vae.state_dict().items()}
+
+
 def _build_taesd_state_dict(latent_channels: int, seed: int):
     import comfy.taesd.taesd
 
@@ -163,7 +235,20 @@ TARGETS = {
     "sd15": (pathlib.Path("checkpoints") / SD15_CHECKPOINT, _build_sd15_state_dict, {"unet": SD15_UNET_CONFIG, "clip": "clip_l fp16", "vae": "taesd 4"}),
     "sd3": (pathlib.Path("diffusion_models") / SD3_DIFFUSION_MODEL, _build_sd3_state_dict, {"unet": SD3_UNET_CONFIG}),
     "sd3_vae": (pathlib.Path("vae") / SD3_VAE, lambda: _build_taesd_state_dict(16, SEED + 4), {"vae": "taesd 16"}),
+    "clip_l": (pathlib.Path("text_encoders") / CLIP_L, _build_clip_l_state_dict, {"clip": "clip_l fp16 of sd15"}),
+    "wan": (pathlib.Path("diffusion_models") / WAN_DIFFUSION_MODEL,
+            lambda: _build_diffusion_model_state_dict("WAN21_T2V", WAN_UNET_CONFIG, SEED + 5), {"unet": WAN_UNET_CONFIG}),
+    "wan_vae": (pathlib.Path("vae") / WAN_VAE, _build_wan_vae_state_dict, {"vae": f"wan21 dim {WAN_VAE_DIM}"}),
+    "qwen": (pathlib.Path("diffusion_models") / QWEN_DIFFUSION_MODEL,
+             lambda: _build_diffusion_model_state_dict("QwenImage", QWEN_UNET_CONFIG, SEED + 6, _bfloat16()),
+             {"unet": QWEN_UNET_CONFIG, "dtype": "bfloat16"}),
 }
+
+
+def _bfloat16():
+    import torch
+
+    return torch.bfloat16
 
 
 def _existing_hash(path: pathlib.Path) -> str | None:
@@ -231,6 +316,29 @@ def verify(models_dir: str | os.PathLike, comfyui=None) -> None:
     samples16 = comfy.sample.sample(sd3, torch.randn_like(latent16), 2, 5.0, "euler", "simple", cond, cond, latent16, seed=0)
     decoded16 = vae16.decode(samples16)
     assert decoded16.shape == (1, 64, 64, 3) and torch.isfinite(decoded16).all()
+
+    # Wan 2.1: the CLIP-L file under type sd3 gives 4096-wide text; five frames make two latent frames.
+    clip_l = comfy.sd.load_clip([str(models_dir / TARGETS["clip_l"][0])], clip_type=comfy.sd.CLIPType.SD3)
+    wide = clip_l.encode_from_tokens_scheduled(clip_l.tokenize("a photo of a cat"))
+    assert wide[0][0].shape[-1] == 4096, wide[0][0].shape
+    wan = comfy.sd.load_diffusion_model(str(models_dir / TARGETS["wan"][0]))
+    assert type(wan.model.model_config) is comfy.supported_models.WAN21_T2V, type(wan.model.model_config)
+    wan_vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(str(models_dir / TARGETS["wan_vae"][0])))
+    video = torch.rand(5, 64, 64, 3, generator=torch.Generator().manual_seed(1))
+    latent_video = wan_vae.encode(video)
+    assert latent_video.shape == (1, 16, 2, 8, 8), latent_video.shape
+    samples_video = comfy.sample.sample(wan, torch.randn_like(latent_video), 2, 5.0, "euler", "simple", wide, wide, latent_video, seed=0)
+    decoded_video = wan_vae.decode(samples_video)
+    assert decoded_video.shape == (1, 5, 64, 64, 3) and torch.isfinite(decoded_video).all(), decoded_video.shape
+
+    # Qwen-Image: a one-frame Wan latent and 3584-wide text (Qwen2.5-VL 7B's width; seeded here).
+    qwen = comfy.sd.load_diffusion_model(str(models_dir / TARGETS["qwen"][0]))
+    assert type(qwen.model.model_config) is comfy.supported_models.QwenImage, type(qwen.model.model_config)
+    latent_image = wan_vae.encode(image)
+    assert latent_image.shape == (1, 16, 1, 8, 8), latent_image.shape
+    text = [[torch.randn(1, 6, 3584, generator=torch.Generator().manual_seed(2)), {}]]
+    samples_image = comfy.sample.sample(qwen, torch.randn_like(latent_image), 2, 2.5, "euler", "simple", text, text, latent_image, seed=0)
+    assert torch.isfinite(wan_vae.decode(samples_image)).all()
 
 
 def main(argv=None) -> int:
