@@ -105,7 +105,8 @@ def test_publish_list_holds_everything_needed_at_run_time():
         assert needed in names
     for module in (ROOT / "nodes").glob("*.py"):
         assert f"nodes/{module.name}" in names
-    for folder, suffixes in (("web", (".js",)), ("example_workflows", (".json",))):
+    # The web extension, the node help pages (web/docs/) and the translations (locales/<lang>/nodeDefs.json).
+    for folder, suffixes in (("web", (".js", ".md")), ("example_workflows", (".json",)), ("locales", (".json",))):
         on_disk = {p.relative_to(ROOT).as_posix() for p in (ROOT / folder).rglob("*") if p.suffix in suffixes}
         assert on_disk, f"{folder}/ has no {suffixes} files"
         assert on_disk <= names, on_disk - names
