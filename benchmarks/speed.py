@@ -49,7 +49,8 @@ import baselines  # noqa: E402
 import psutil  # noqa: E402
 import tiny_models  # noqa: E402
 import torch  # noqa: E402
-from edit_friendly_ddpm.nodes import pipeline, sampling, steps  # noqa: E402
+from edit_friendly_ddpm.nodes import pipeline  # noqa: E402
+from edit_friendly_ddpm.nodes import steps as step_math  # noqa: E402
 
 comfy.utils.PROGRESS_BAR_ENABLED = False
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -323,24 +324,24 @@ def bench_rounding(setup, sizes=(2, 4, 8, 16)):
     mean + tau z (same functions, same inputs) cannot reproduce. (2) The model's estimates of the same
     latents and sigmas in calls of `size` steps against one step per call.
     """
-    steps = min(setup.steps, max(sizes))
+    count = min(setup.steps, max(sizes))
     # dpmpp_2m_sde records the model's estimates; its maps are first-order maps, so its replay of the same
     # prompt reaches x_{i+1} as mean + tau z, like ddpm's (the second-order correction is exactly zero).
-    maps = setup.invert(steps=steps, rule="dpmpp_2m_sde", parallel_steps=steps)
+    maps = setup.invert(steps=count, rule="dpmpp_2m_sde", parallel_steps=count)
     device = comfy.model_management.get_torch_device()
-    first_order = steps.rule_steps(maps.rule, maps.scales, maps.eta)
+    first_order = step_math.rule_steps(maps.rule, maps.scales, maps.eta)
     missed = total = 0
-    widest = 0.0  # in roundings of the step's operands, the unit of steps.ROUNDING_SLACK
+    widest = 0.0  # in roundings of the step's operands, the unit of step_math.ROUNDING_SLACK
     for i, step in enumerate(first_order[:-1]):
         x, denoised, noise_map, drawn = (t.to(device) for t in (maps.noisy_latents[i], maps.source_denoised[i], maps.maps[i], maps.noisy_latents[i + 1]))
-        mean = steps.posterior_mean(x, denoised, step)
-        reached = steps.add_map(mean, noise_map, step)
+        mean = step_math.posterior_mean(x, denoised, step)
+        reached = step_math.add_map(mean, noise_map, step)
         rounding = torch.finfo(torch.float32).eps * (mean.abs() + reached.abs())
         missed += int((reached != drawn).sum())
         total += reached.numel()
         widest = max(widest, float(((reached - drawn).abs() / rounding).max()))
     print(f"rounding: drawn latents that mean + tau z cannot reproduce  {100 * missed / total:.1f}% of elements, by at most "
-          f"{widest:.2f} eps (|mean| + |x|) (settling takes up to {steps.ROUNDING_SLACK:g}; {steps - 1} steps inside one batch)")
+          f"{widest:.2f} eps (|mean| + |x|) (settling takes up to {step_math.ROUNDING_SLACK:g}; {count - 1} steps inside one batch)")
 
     guider = pipeline.cfg_guider(setup.patcher, setup.positive, setup.negative, setup.cfg)
     samples = setup.latent["samples"]
@@ -348,7 +349,7 @@ def bench_rounding(setup, sizes=(2, 4, 8, 16)):
     def estimates(size):
         sink = []
         sampler = comfy.samplers.KSAMPLER(estimates_in_batches, extra_options={"latents": maps.noisy_latents, "size": size, "sink": sink})
-        guider.sample(torch.zeros_like(samples), samples, sampler, maps.sigmas[: steps + 1].to(device), disable_pbar=True, seed=0)
+        guider.sample(torch.zeros_like(samples), samples, sampler, maps.sigmas[: count + 1].to(device), disable_pbar=True, seed=0)
         return sink[0].float()
 
     one_by_one = estimates(1)

@@ -164,7 +164,7 @@ def check_memory_for_maps(samples: torch.Tensor, steps: int, rule: str, store, s
         raise EditFriendlyInputError(
             f"The noise maps would need {_size(needed)} ({steps} steps x {samples.shape[0]} latents of "
             f"{tuple(samples.shape[1:])}), but only {_size(free)} is free; use fewer steps or variations, a smaller image or "
-            "fewer frames (or precision float16)."
+            f"fewer frames{' (or precision float16)' if storage == torch.float32 else ''}."
         )
 
 

@@ -210,3 +210,10 @@ def test_a_lean_file_without_its_residual_is_refused(wan, tmp_path):
     safetensors.torch.save_file(tensors, str(damaged), metadata=metadata)
     with pytest.raises(serialization.NoiseMapsFileError, match="residual"):
         serialization.load(str(damaged))
+
+
+def test_lean_maps_beyond_float16_are_refused_with_a_way_out():
+    tiny = tiny_models.sd15_eps(seed=0)
+    latent = {"samples": tiny_models.latent(tiny, seed=1)["samples"] * 1e6}  # far outside any VAE's range
+    with pytest.raises(EditFriendlyInputError, match="precision float32"):
+        pipeline.invert(tiny.patcher, tiny.conditioning(1), tiny.conditioning(2), latent, 4, 3.5, "ddim_uniform", 1.0, 0, precision="float16")
