@@ -81,6 +81,50 @@ SOCKETS = {
 # The sampler as the frontend shows it with its optional mask socket (the first examples predate it).
 SAMPLER_WITH_MASK = (SOCKETS["EditFriendlySampler"][0] + [("mask", "MASK", True)], SOCKETS["EditFriendlySampler"][1])
 COLUMN, ROW = 380, 60
+# The layout: `col` and `row` say where a node goes (columns COLUMN pixels apart, rows ROW pixels), but a node is
+# never placed over another as the frontend draws them: in a column, a node starts no higher than ROW_GAP below the one
+# above it (title bar included), and a column starts COLUMN_GAP right of any wider node to its left that it would meet.
+TITLE_HEIGHT = 30  # LiteGraph.NODE_TITLE_HEIGHT: the title bar is drawn above a node's pos
+COLUMN_GAP, ROW_GAP = 40, 30
+# The smallest size (width, height below the title bar) each node kind is drawn at, as read back from the frontends
+# the browser tests run (1.32.9 and 1.58.1 on the canvas, 1.58.1 with Vue nodes, whose nodes are the tallest; the
+# largest of the three, rounded up to 10 px): a node stored smaller is drawn this large, and would cover what the
+# layout put below it. tests/test_browser_layout.py checks the result in each of those frontends.
+MIN_SIZES = {
+    "CheckpointLoaderSimple": (320, 130),
+    "VAEEncode": (230, 60),
+    "VAEDecode": (230, 60),
+    "EditFriendlyDDPMInversion": (320, 370),  # every optional widget is shown, whatever the workflow stores
+    "EditFriendlySampler": (320, 200),
+    "EditFriendlyLoadNoiseMaps": (320, 110),
+    "EditFriendlySaveNoiseMaps": (320, 100),
+    "EditFriendlySamplerCustom": (320, 130),
+    "EditFriendlyNoiseMapPreview": (320, 170),
+    "EditFriendlyNoiseMapTransform": (320, 340),
+    "ImageStitch": (320, 170),
+    "SolidMask": (260, 120),
+    "UNETLoader": (320, 120),
+    "CLIPLoader": (320, 120),
+    "VAELoader": (320, 90),
+    "ModelSamplingSD3": (260, 70),
+    "ModelSamplingAuraFlow": (260, 70),
+    "ImageScale": (260, 150),
+    "DisableNoise": (220, 40),
+    "GetVideoComponents": (260, 80),
+    "ImageFromBatch": (260, 90),
+    "CreateVideo": (260, 80),
+}
+# A title the frontend widens the node for: about this many pixels per character plus the title bar's dot and margins
+# (more than the frontends' font needs: the widest title here, 51 characters, is drawn 393 px wide).
+TITLE_CHARACTER, TITLE_MARGIN = 7, 50
+
+
+def fitted_size(kind: str, size, title: str | None) -> list[int]:
+    """`size`, enlarged to what the frontend draws at least for `kind` and `title`."""
+    width, height = MIN_SIZES.get(kind, (0, 0))
+    if title and kind != "MarkdownNote":
+        width = max(width, int(-(-(len(title) * TITLE_CHARACTER + TITLE_MARGIN) // 10) * 10))
+    return [max(size[0], width), max(size[1], height)]
 
 
 class Workflow:
@@ -89,6 +133,7 @@ class Workflow:
         self.nodes: list[dict] = []
         self.links: list[list] = []
         self.groups: list[dict] = []
+        self.grid: dict[int, tuple[int, int]] = {}  # node id -> (col, row), placed by layout()
 
     def node(self, kind, widgets=(), col=0, row=0, title=None, size=(320, 120), sockets=None, **inputs) -> int:
         node_id = len(self.nodes) + 1
@@ -97,7 +142,7 @@ class Workflow:
             "id": node_id,
             "type": kind,
             "pos": [col * COLUMN, row * ROW],
-            "size": list(size),
+            "size": fitted_size(kind, size, title),
             "flags": {},
             "order": 0,
             "mode": 0,
@@ -117,6 +162,7 @@ class Workflow:
         if widgets and widgets[0] in MODEL_FILES:
             node["properties"]["models"] = [dict(MODEL_FILES[widgets[0]])]
         self.nodes.append(node)
+        self.grid[node_id] = (col, row)
         for socket in socket_inputs:
             name, kind_ = socket[:2]
             if len(socket) > 3 and name not in inputs:
@@ -152,7 +198,39 @@ class Workflow:
         self.nodes[node_id - 1]["color"], self.nodes[node_id - 1]["bgcolor"] = "#432", "#653"
         return node_id
 
+    def layout(self) -> None:
+        """Places every node at its column and row, moved down or right where the nodes before would cover it."""
+        columns: dict[int, list[dict]] = {}
+        for node in self.nodes:
+            columns.setdefault(self.grid[node["id"]][0], []).append(node)
+        for col, stack in columns.items():
+            stack.sort(key=lambda node: (self.grid[node["id"]][1], node["id"]))
+            bottom = None  # where the node above ends
+            for node in stack:
+                y = self.grid[node["id"]][1] * ROW
+                if bottom is not None:
+                    y = max(y, bottom + ROW_GAP + TITLE_HEIGHT)
+                node["pos"] = [0, y]
+                bottom = y + node["size"][1]
+
+        def beside(a, b):  # whether a and b, title bars and ROW_GAP included, share a horizontal band
+            return a["pos"][1] - TITLE_HEIGHT < b["pos"][1] + b["size"][1] + ROW_GAP and b["pos"][1] - TITLE_HEIGHT < a["pos"][1] + a["size"][1] + ROW_GAP
+
+        # Columns COLUMN apart, or further where a wider node of a column to the left reaches a node of this one.
+        placed: list[dict] = []
+        x = 0
+        for col in range(max(columns) + 1):
+            stack = columns.get(col, [])
+            if col:
+                x += COLUMN
+            for node in stack:
+                x = max([x] + [other["pos"][0] + other["size"][0] + COLUMN_GAP for other in placed if beside(node, other)])
+            for node in stack:
+                node["pos"][0] = x
+            placed += stack
+
     def to_json(self) -> dict:
+        self.layout()
         # The execution order the frontend stores: a topological order of the graph.
         depth = {}
 
