@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import load_file
+from test_server_power import saved_latent
 from test_server import EXAMPLE_IMAGE, EXAMPLES, assert_success, bundled_template, load_example, read_png, server  # noqa: F401 (fixture)
 from workflow_api import ui_to_api, validate, with_overrides
 
@@ -77,11 +77,6 @@ def add_round_trip_probes(prompt: dict, prefix: str) -> tuple[str, str, str]:
     for node_id, (samples, name) in probes.items():
         prompt[node_id] = {"class_type": "SaveLatent", "inputs": {"samples": samples, "filename_prefix": f"video_test/{prefix}_{name}"}}
     return tuple(probes)
-
-
-def saved_latent(server, entry: dict, node_id: str) -> torch.Tensor:
-    (saved,) = entry["outputs"][node_id]["latents"]
-    return load_file(str(server.output_dir / saved["subfolder"] / saved["filename"]))["latent_tensor"].float()
 
 
 def run(server, info, prompt: dict) -> dict:

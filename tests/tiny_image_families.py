@@ -28,22 +28,6 @@ import tiny_models
 TEXT_TOKENS = 6
 
 
-def _seeded_patcher(model: torch.nn.Module, seed: int):
-    """tiny_models._patcher, keeping the buffers a checkpoint does not hold as ComfyUI computed them.
-
-    tiny_models.fill_seeded fills every floating buffer of the diffusion model; non-persistent ones (Cosmos'
-    RoPE frequency ranges) are not in a checkpoint or state_dict and must keep their computed values.
-    """
-    persistent = set(model.state_dict())
-    computed = {name: buffer.clone() for name, buffer in model.named_buffers() if name not in persistent}
-    patcher = tiny_models._patcher(model, seed)
-    with torch.no_grad():
-        for name, buffer in model.named_buffers():
-            if name in computed:
-                buffer.copy_(computed[name])
-    return patcher
-
-
 def _text_conditioning(tokens: int, dim: int, tensors=None, values=None, attention_mask: bool = False):
     """conditioning(seed, batch) -> [[cross_attn, options]] with seeded tensors of the given per-item shapes,
     constant `values`, and (where the family's text encoder returns one) an all-ones long attention mask."""
@@ -94,7 +78,7 @@ def flux2(seed: int = 0) -> tiny_models.TinyModel:
     }
     model = _model(comfy.supported_models.Flux2, unet_config, comfy.model_base.Flux2)
     conditioning = _text_conditioning(TEXT_TOKENS, 48, {"pooled_output": None}, {"guidance": 4.0}, attention_mask=True)
-    return tiny_models.TinyModel("flux2", _seeded_patcher(model, seed), 128, conditioning)
+    return tiny_models.TinyModel("flux2", tiny_models._patcher(model, seed), 128, conditioning)
 
 
 def chroma(seed: int = 0) -> tiny_models.TinyModel:
@@ -120,7 +104,7 @@ def chroma(seed: int = 0) -> tiny_models.TinyModel:
     }
     model = _model(comfy.supported_models.Chroma, unet_config, comfy.model_base.Chroma)
     conditioning = _text_conditioning(TEXT_TOKENS, 32, {"pooled_output": None})
-    return tiny_models.TinyModel("chroma", _seeded_patcher(model, seed), 16, conditioning)
+    return tiny_models.TinyModel("chroma", tiny_models._patcher(model, seed), 16, conditioning)
 
 
 HIDREAM_LLAMA_LAYERS = 4
@@ -150,7 +134,7 @@ def hidream(seed: int = 0) -> tiny_models.TinyModel:
     conditioning = _text_conditioning(
         TEXT_TOKENS, 32, {"pooled_output": (16,), "conditioning_llama3": (HIDREAM_LLAMA_LAYERS, TEXT_TOKENS + 2, 24)}
     )
-    return tiny_models.TinyModel("hidream", _seeded_patcher(model, seed), 16, conditioning)
+    return tiny_models.TinyModel("hidream", tiny_models._patcher(model, seed), 16, conditioning)
 
 
 def auraflow(seed: int = 0) -> tiny_models.TinyModel:
@@ -169,7 +153,7 @@ def auraflow(seed: int = 0) -> tiny_models.TinyModel:
     }
     model = _model(comfy.supported_models.AuraFlow, unet_config, comfy.model_base.AuraFlow)
     conditioning = _text_conditioning(TEXT_TOKENS, 32, {"pooled_output": None})
-    return tiny_models.TinyModel("auraflow", _seeded_patcher(model, seed), 4, conditioning)
+    return tiny_models.TinyModel("auraflow", tiny_models._patcher(model, seed), 4, conditioning)
 
 
 def pixart_sigma(seed: int = 0) -> tiny_models.TinyModel:
@@ -188,7 +172,7 @@ def pixart_sigma(seed: int = 0) -> tiny_models.TinyModel:
     }
     model = _model(comfy.supported_models.PixArtSigma, unet_config, comfy.model_base.PixArt)
     conditioning = _text_conditioning(TEXT_TOKENS, 32, {"pooled_output": None})
-    return tiny_models.TinyModel("pixart_sigma", _seeded_patcher(model, seed), 4, conditioning)
+    return tiny_models.TinyModel("pixart_sigma", tiny_models._patcher(model, seed), 4, conditioning)
 
 
 def lumina2(seed: int = 0) -> tiny_models.TinyModel:
@@ -213,7 +197,7 @@ def lumina2(seed: int = 0) -> tiny_models.TinyModel:
     }
     model = _model(comfy.supported_models.Lumina2, unet_config, comfy.model_base.Lumina2)
     conditioning = _text_conditioning(TEXT_TOKENS, 24, {"pooled_output": None}, attention_mask=True)
-    return tiny_models.TinyModel("lumina2", _seeded_patcher(model, seed), 16, conditioning)
+    return tiny_models.TinyModel("lumina2", tiny_models._patcher(model, seed), 16, conditioning)
 
 
 def z_image(seed: int = 0) -> tiny_models.TinyModel:
@@ -242,7 +226,7 @@ def z_image(seed: int = 0) -> tiny_models.TinyModel:
     }
     model = _model(comfy.supported_models.ZImage, unet_config, comfy.model_base.Lumina2)
     conditioning = _text_conditioning(TEXT_TOKENS, 24, {"pooled_output": None}, attention_mask=True)
-    return tiny_models.TinyModel("z_image", _seeded_patcher(model, seed), 16, conditioning)
+    return tiny_models.TinyModel("z_image", tiny_models._patcher(model, seed), 16, conditioning)
 
 
 def qwen_image(seed: int = 0) -> tiny_models.TinyModel:
@@ -260,7 +244,7 @@ def qwen_image(seed: int = 0) -> tiny_models.TinyModel:
     }
     model = _model(comfy.supported_models.QwenImage, unet_config, comfy.model_base.QwenImage)
     conditioning = _text_conditioning(TEXT_TOKENS, 24, {"pooled_output": None})
-    return tiny_models.TinyModel("qwen_image", _seeded_patcher(model, seed), 16, conditioning)
+    return tiny_models.TinyModel("qwen_image", tiny_models._patcher(model, seed), 16, conditioning)
 
 
 def omnigen2(seed: int = 0) -> tiny_models.TinyModel:
@@ -285,7 +269,7 @@ def omnigen2(seed: int = 0) -> tiny_models.TinyModel:
     }
     model = _model(comfy.supported_models.Omnigen2, unet_config, comfy.model_base.Omnigen2)
     conditioning = _text_conditioning(TEXT_TOKENS, 24, {"pooled_output": None}, attention_mask=True)
-    return tiny_models.TinyModel("omnigen2", _seeded_patcher(model, seed), 16, conditioning)
+    return tiny_models.TinyModel("omnigen2", tiny_models._patcher(model, seed), 16, conditioning)
 
 
 def hunyuan_image21(seed: int = 0) -> tiny_models.TinyModel:
@@ -315,7 +299,7 @@ def hunyuan_image21(seed: int = 0) -> tiny_models.TinyModel:
     }
     model = _model(comfy.supported_models.HunyuanImage21, unet_config, comfy.model_base.HunyuanImage21)
     conditioning = _text_conditioning(TEXT_TOKENS, 24, {"pooled_output": None})
-    return tiny_models.TinyModel("hunyuan_image21", _seeded_patcher(model, seed), 64, conditioning)
+    return tiny_models.TinyModel("hunyuan_image21", tiny_models._patcher(model, seed), 64, conditioning)
 
 
 def cosmos_predict2(seed: int = 0) -> tiny_models.TinyModel:
@@ -353,7 +337,7 @@ def cosmos_predict2(seed: int = 0) -> tiny_models.TinyModel:
     }
     model = _model(comfy.supported_models.CosmosT2IPredict2, unet_config, comfy.model_base.CosmosPredict2)
     conditioning = _text_conditioning(TEXT_TOKENS, 24, {"pooled_output": None}, attention_mask=True)
-    return tiny_models.TinyModel("cosmos_predict2", _seeded_patcher(model, seed), 16, conditioning)
+    return tiny_models.TinyModel("cosmos_predict2", tiny_models._patcher(model, seed), 16, conditioning)
 
 
 # PixArt's position embedding divides by round(mean latent side / 64): it runs on latents whose mean side is

@@ -50,14 +50,16 @@ def fill_seeded(module: torch.nn.Module, seed: int, device: str | torch.device =
 
 
 def _checkpoint_tensors(module: torch.nn.Module):
-    """The tensors a checkpoint supplies: every parameter, and the diffusion model's floating buffers.
+    """The tensors a checkpoint supplies: every parameter, and the diffusion model's persistent floating buffers.
 
     ComfyUI allocates some of those buffers empty (SD3's pos_embed), so unfilled they hold whatever the
-    memory held, NaN included.
+    memory held, NaN included. Non-persistent buffers (Cosmos' RoPE ranges) are no checkpoint's: they keep the
+    values ComfyUI computed.
     """
     yield from module.named_parameters()
+    persistent = module.state_dict(keep_vars=True).keys()
     for name, buffer in module.named_buffers():
-        if name.startswith("diffusion_model.") and buffer.is_floating_point():
+        if name.startswith("diffusion_model.") and buffer.is_floating_point() and name in persistent:
             yield name, buffer
 
 

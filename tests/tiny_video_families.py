@@ -26,26 +26,10 @@ CLIP_VISION_TOKENS = 4  # a CLIP vision output's tokens (257 for ViT-H/14), shru
 
 
 def _build(config, expected_class, seed: int) -> comfy.model_patcher.ModelPatcher:
-    """The model `config.get_model` makes (checked to be `expected_class`), seeded, wrapped in a ModelPatcher.
-
-    fill_seeded sets every parameter and floating buffer; the non-persistent buffers (RoPE frequency ranges
-    a checkpoint never holds, computed at construction) are put back as ComfyUI computed them.
-    """
+    """The model `config.get_model` makes (checked to be `expected_class`), seeded, wrapped in a ModelPatcher."""
     model = config.get_model({})
     assert type(model) is expected_class, (type(model), expected_class)
-    computed = {
-        f"{prefix}.{name}" if prefix else name: buffer.clone()
-        for prefix, module in model.named_modules()
-        for name, buffer in module.named_buffers(recurse=False)
-        if name in module._non_persistent_buffers_set and buffer.is_floating_point()
-    }
-    patcher = tiny_models._patcher(model, seed)
-    with torch.no_grad():
-        buffers = dict(model.named_buffers())
-        for name, value in computed.items():
-            assert torch.isfinite(value).all(), name
-            buffers[name].copy_(value)
-    return patcher
+    return tiny_models._patcher(model, seed)
 
 
 def _text(seed: int, batch: int, tokens: int, dim: int = TEXT_DIM):
