@@ -2,36 +2,18 @@
 
 from __future__ import annotations
 
-import inspect
-
 import comfy.samplers
 from comfy_api.latest import ComfyExtension, io, ui
 from typing_extensions import override
 
 from . import files, inspection, pipeline
+from .attention_nodes import NODES as ATTENTION_NODES
+from .flowedit_nodes import NODES as FLOWEDIT_NODES
+from .schema import CATEGORY, MASK_INPUT, MAX_STEPS, NOISE_MAPS_TOOLTIP, SEED_MAX, SKIP_INPUT, description
+from .semantic_nodes import NODES as SEMANTIC_NODES
 from .transforms import FILL_MODES, colour_noise_maps, parse_hex_colour, shift_noise_maps
 from .sockets import NoiseMapsSocket
 from .validation import EditFriendlyInputError, check_maps, check_shift, check_skip, fit_mask
-
-CATEGORY = "edit_friendly_ddpm"
-MAX_STEPS = 1000
-SEED_MAX = 0xFFFFFFFFFFFFFFFF
-NOISE_MAPS_TOOLTIP = "Edit-friendly noise maps of one image, made by Edit-Friendly DDPM Inversion."
-
-
-def _description(cls) -> str:
-    return inspect.cleandoc(cls.__doc__ or "")
-
-
-SKIP_INPUT = io.Int.Input(
-    "skip", default=36, min=0, max=MAX_STEPS - 1,
-    tooltip="T_skip: noisiest steps left out (paper: 36 of 100, range 0-40). Larger keeps more of the input; must be below the steps.",
-)
-MASK_INPUT = io.Mask.Input(
-    "mask", optional=True,
-    tooltip="Edit only inside the mask (1 = edit); outside, the output is the source. Soft masks blend. Resized if the aspect ratio matches. For a video: one mask, one per latent frame, or one per video frame.",
-)
-
 
 class EditFriendlyDDPMInversion(io.ComfyNode):
     """Extracts edit-friendly DDPM noise maps from an image latent (Huberman-Spiegelglas et al., CVPR 2024).
@@ -47,7 +29,7 @@ class EditFriendlyDDPMInversion(io.ComfyNode):
             node_id="EditFriendlyDDPMInversion",
             display_name="Edit-Friendly DDPM Inversion",
             category=CATEGORY,
-            description=_description(cls),
+            description=description(cls),
             inputs=[
                 io.Model.Input("model", tooltip="The diffusion model to invert with; edit with the same base model."),
                 io.Conditioning.Input("positive", tooltip="Source prompt: a description of the input image as it is."),
@@ -119,7 +101,7 @@ class EditFriendlySampler(io.ComfyNode):
             node_id="EditFriendlySampler",
             display_name="Edit-Friendly Sampler",
             category=CATEGORY,
-            description=_description(cls),
+            description=description(cls),
             inputs=[
                 io.Model.Input("model", tooltip="The model the maps were made with (LoRA or ControlNet on top are fine)."),
                 io.Conditioning.Input("positive", tooltip="Target prompt: the image as you want it."),
@@ -154,7 +136,7 @@ class EditFriendlySamplerCustom(io.ComfyNode):
             node_id="EditFriendlySamplerCustom",
             display_name="Edit-Friendly Sampler (Custom Sampling)",
             category=CATEGORY,
-            description=_description(cls),
+            description=description(cls),
             inputs=[NoiseMapsSocket.Input("noise_maps", tooltip=NOISE_MAPS_TOOLTIP), SKIP_INPUT, MASK_INPUT],
             outputs=[
                 io.Sampler.Output(display_name="SAMPLER", tooltip="Replays the noise maps; refuses sigmas that are not theirs."),
@@ -187,7 +169,7 @@ class EditFriendlyNoiseMapTransform(io.ComfyNode):
             node_id="EditFriendlyNoiseMapTransform",
             display_name="Noise Map Transform",
             category=CATEGORY,
-            description=_description(cls),
+            description=description(cls),
             inputs=[
                 NoiseMapsSocket.Input("noise_maps", tooltip=NOISE_MAPS_TOOLTIP),
                 io.Int.Input("dx", default=0, min=-4096, max=4096, tooltip="Horizontal shift in latent pixels (8 image pixels for most models); positive moves right. 0 = no shift."),
@@ -240,7 +222,7 @@ class EditFriendlySaveNoiseMaps(io.ComfyNode):
             node_id="EditFriendlySaveNoiseMaps",
             display_name="Save Noise Maps",
             category=f"{CATEGORY}/io",
-            description=_description(cls),
+            description=description(cls),
             is_output_node=True,
             inputs=[
                 NoiseMapsSocket.Input("noise_maps", tooltip=NOISE_MAPS_TOOLTIP),
@@ -272,7 +254,7 @@ class EditFriendlyLoadNoiseMaps(io.ComfyNode):
             node_id="EditFriendlyLoadNoiseMaps",
             display_name="Load Noise Maps",
             category=f"{CATEGORY}/io",
-            description=_description(cls),
+            description=description(cls),
             inputs=[io.Combo.Input("file", options=files.input_files(), tooltip="A .safetensors noise-maps file in the input folder (or its noise_maps/ subfolder).")],
             outputs=[NoiseMapsSocket.Output(display_name="noise_maps", tooltip=NOISE_MAPS_TOOLTIP)],
         )
@@ -307,7 +289,7 @@ class EditFriendlyNoiseMapPreview(io.ComfyNode):
             node_id="EditFriendlyNoiseMapPreview",
             display_name="Noise Map Preview",
             category=CATEGORY,
-            description=_description(cls),
+            description=description(cls),
             is_output_node=True,
             inputs=[
                 NoiseMapsSocket.Input("noise_maps", tooltip=NOISE_MAPS_TOOLTIP),
@@ -342,6 +324,9 @@ NODES = [
     EditFriendlySaveNoiseMaps,
     EditFriendlyLoadNoiseMaps,
     EditFriendlyNoiseMapPreview,
+    *ATTENTION_NODES,
+    *SEMANTIC_NODES,
+    *FLOWEDIT_NODES,
 ]
 
 
