@@ -27,6 +27,22 @@ PUBLIC_INPUTS = {
     "EditFriendlySaveNoiseMaps": {"noise_maps": None, "filename_prefix": "noise_maps/ef"},
     "EditFriendlyLoadNoiseMaps": {"file": None},
     "EditFriendlyNoiseMapPreview": {"noise_maps": None, "count": 8, "batch_index": 0, "frame": 0},
+    "EditFriendlyAttentionControl": {
+        "model": None, "noise_maps": None, "source_positive": None, "positive": None, "negative": None,
+        "cfg": 9.0, "self_attention": 0.2, "cross_attention": 0.6,
+    },
+    "EditFriendlyEditConcept": {
+        "conditioning": None, "scale": 5.0, "direction": "add", "warmup": 0, "cooldown": 1000, "threshold": 0.9, "concepts": None,
+    },
+    "EditFriendlySemanticGuider": {"model": None, "positive": None, "negative": None, "cfg": 3.5, "concepts": None, "mask": None},
+    "EditFriendlyFlowEdit": {
+        "model": None, "source_positive": None, "source_negative": None, "positive": None, "negative": None, "latent_image": None,
+        "steps": 28, "skip": 4, "n_min": 0, "n_avg": 1, "source_cfg": 1.5, "cfg": 5.5, "scheduler": "simple", "seed": 0, "mask": None,
+    },
+    "EditFriendlyFlowEditGuider": {
+        "model": None, "source_positive": None, "source_negative": None, "positive": None, "negative": None, "source_cfg": 1.5, "cfg": 5.5,
+    },
+    "EditFriendlyFlowEditSampler": {"n_min": 0, "n_avg": 1, "seed": 0, "mask": None},
 }
 DISPLAY_NAMES = {
     "EditFriendlyDDPMInversion": "Edit-Friendly DDPM Inversion",
@@ -36,6 +52,12 @@ DISPLAY_NAMES = {
     "EditFriendlySaveNoiseMaps": "Save Noise Maps",
     "EditFriendlyLoadNoiseMaps": "Load Noise Maps",
     "EditFriendlyNoiseMapPreview": "Noise Map Preview",
+    "EditFriendlyAttentionControl": "Edit-Friendly Attention Control",
+    "EditFriendlyEditConcept": "Edit Concept",
+    "EditFriendlySemanticGuider": "Edit-Friendly Semantic Guidance",
+    "EditFriendlyFlowEdit": "FlowEdit",
+    "EditFriendlyFlowEditGuider": "FlowEdit Guider",
+    "EditFriendlyFlowEditSampler": "FlowEdit Sampler",
 }
 
 
@@ -43,10 +65,26 @@ def node_info(node):
     return node.GET_NODE_INFO_V1()
 
 
+def info_of(node_id: str) -> dict:
+    """The V1 info of the node with this ID, from the list the pack registers."""
+    return next(node_info(node) for node in comfy_nodes.NODES if node_info(node)["name"] == node_id)
+
+
 def test_entrypoint_lists_every_node():
     extension = asyncio.run(comfy_nodes.comfy_entrypoint())
     nodes = asyncio.run(extension.get_node_list())
     assert {node.GET_SCHEMA().node_id: node.GET_SCHEMA().display_name for node in nodes} == DISPLAY_NAMES
+    assert set(PUBLIC_INPUTS) == set(DISPLAY_NAMES)
+
+
+def test_seed_widgets_with_control_after_generate_are_pinned():
+    """The frontend saves a control value after such a seed in widgets_values: adding or removing one shifts saved widgets."""
+    found = set()
+    for node in comfy_nodes.NODES:
+        info = node_info(node)
+        for section in ("required", "optional"):
+            found |= {(info["name"], name) for name, spec in info["input"].get(section, {}).items() if spec[1:] and spec[1].get("control_after_generate")}
+    assert found == {("EditFriendlyDDPMInversion", "seed"), ("EditFriendlyFlowEdit", "seed"), ("EditFriendlyFlowEditSampler", "seed")}
 
 
 @pytest.mark.parametrize("node", comfy_nodes.NODES, ids=lambda node: node.__name__)
@@ -73,12 +111,29 @@ def test_noise_maps_socket_is_the_custom_type():
     assert node_info(comfy_nodes.EditFriendlyDDPMInversion)["output"] == ["EF_NOISE_MAPS"]
     assert node_info(comfy_nodes.EditFriendlySampler)["input"]["required"]["noise_maps"][0] == "EF_NOISE_MAPS"
     assert node_info(comfy_nodes.EditFriendlyNoiseMapTransform)["output"] == ["EF_NOISE_MAPS"]
+    assert info_of("EditFriendlyAttentionControl")["input"]["required"]["noise_maps"][0] == "EF_NOISE_MAPS"
 
 
-def test_scheduler_choices_are_comfyuis():
+def test_edit_concepts_socket_is_the_custom_type():
+    concept, guider = info_of("EditFriendlyEditConcept"), info_of("EditFriendlySemanticGuider")
+    assert concept["output"] == ["EF_EDIT_CONCEPTS"] and concept["output_name"] == ["concepts"]
+    assert concept["input"]["optional"]["concepts"][0] == "EF_EDIT_CONCEPTS"
+    assert guider["input"]["required"]["concepts"][0] == "EF_EDIT_CONCEPTS"
+
+
+@pytest.mark.parametrize("node, kind", [
+    ("EditFriendlyAttentionControl", "GUIDER"), ("EditFriendlySemanticGuider", "GUIDER"), ("EditFriendlyFlowEdit", "LATENT"),
+    ("EditFriendlyFlowEditGuider", "GUIDER"), ("EditFriendlyFlowEditSampler", "SAMPLER"),
+])
+def test_editing_nodes_output_comfyuis_types(node, kind):
+    assert info_of(node)["output"] == [kind]
+
+
+@pytest.mark.parametrize("node", ["EditFriendlyDDPMInversion", "EditFriendlyFlowEdit"])
+def test_scheduler_choices_are_comfyuis(node):
     import comfy.samplers
 
-    kind, options = node_info(comfy_nodes.EditFriendlyDDPMInversion)["input"]["required"]["scheduler"]
+    kind, options = info_of(node)["input"]["required"]["scheduler"]
     assert kind == "COMBO" and options["options"] == comfy.samplers.SCHEDULER_NAMES
 
 
@@ -136,3 +191,5 @@ def test_sockets_declare_the_type_once():
 
     assert sockets.NoiseMapsSocket.io_type == "EF_NOISE_MAPS"
     assert issubclass(sockets.NoiseMapsSocket, io.ComfyTypeIO)
+    assert sockets.EditConceptsSocket.io_type == "EF_EDIT_CONCEPTS"
+    assert issubclass(sockets.EditConceptsSocket, io.ComfyTypeIO)
