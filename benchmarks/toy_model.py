@@ -1,7 +1,9 @@
 """The toy text-to-image model: a shrunk SD1.5-style UNet and a tiny CLIP, both ComfyUI's own classes.
 
 - UNet: `comfy.supported_models.SD15` with fewer channels and blocks (32-64-64 channels, attention at
-  8x8), EPS prediction on ComfyUI's standard discrete schedule (SD's scaled-linear betas).
+  8x8). Two models share it: `eps`, EPS prediction on ComfyUI's standard discrete schedule (SD's
+  scaled-linear betas), and `flow`, rectified flow (velocity prediction on sigma = t in [0, 1]) with ComfyUI's
+  `ModelSamplingDiscreteFlow`, the sampling SD3 uses, at shift FLOW_SHIFT.
 - Latent format: pixel space. The latent of an RGB image in [0, 1] is 2 * image - 1, three channels at
   32x32, so the "VAE" is exact and the latent preview factors are the identity.
 - Text: a 2-layer, 32-wide CLIP text transformer (`comfy.sd1_clip.SD1ClipModel`) behind ComfyUI's SD1
@@ -24,6 +26,10 @@ import safetensors.torch
 import torch
 
 WEIGHTS = pathlib.Path(__file__).resolve().parent / "toy-model.safetensors"
+FLOW_WEIGHTS = pathlib.Path(__file__).resolve().parent / "toy-flow-model.safetensors"
+KINDS = ("eps", "flow")
+FLOW_SHIFT = 1.0
+"""SD3 uses 3.0 for 128x128 latents; shift grows with the number of pixels, and at 32x32 no shift (1.0) is the fit."""
 TEXT_WIDTH = 32
 TEXT_CONFIG = {"hidden_size": TEXT_WIDTH, "intermediate_size": 64, "num_attention_heads": 2, "num_hidden_layers": 2, "projection_dim": TEXT_WIDTH}
 UNET_CONFIG = {
@@ -74,10 +80,13 @@ class _Target:
     params: typing.ClassVar[dict] = {}
 
 
-def build_unet() -> comfy.model_base.BaseModel:
+def build_unet(kind: str = "eps") -> comfy.model_base.BaseModel:
     config = comfy.supported_models.SD15(dict(UNET_CONFIG))
     config.latent_format = PixelLatent()
     config.unet_config["num_heads"] = 4  # SD1.5's 8 heads would be 8 channels wide at this size
+    if kind == "flow":
+        config.sampling_settings = {"shift": FLOW_SHIFT, "multiplier": 1000}  # as SD3's config, timestep = 1000 t
+        return comfy.model_base.BaseModel(config, model_type=comfy.model_base.ModelType.FLOW)
     return comfy.model_base.BaseModel(config, model_type=comfy.model_base.ModelType.EPS)
 
 
@@ -134,11 +143,13 @@ def save(path: pathlib.Path, model: comfy.model_base.BaseModel, clip: comfy.sd.C
 
 
 def load(path: pathlib.Path = WEIGHTS) -> tuple[comfy.model_patcher.ModelPatcher, comfy.sd.CLIP]:
-    """The trained toy model as a ComfyUI MODEL and CLIP, in float32."""
+    """A trained toy model (the file's metadata says which kind) as a ComfyUI MODEL and CLIP, in float32."""
     if not pathlib.Path(path).is_file():
         raise FileNotFoundError(f"{path} not found: train it with benchmarks/train_toy.py")
     tensors = safetensors.torch.load_file(str(path))
-    model = build_unet()
+    with safetensors.safe_open(str(path), "pt") as handle:
+        kind = (handle.metadata() or {}).get("kind", "eps")
+    model = build_unet(kind)
     clip = build_clip()
     unet = {k[len("unet."):]: v.float() for k, v in tensors.items() if k.startswith("unet.")}
     text = {k[len("text."):]: v.float() for k, v in tensors.items() if k.startswith("text.")}

@@ -2,11 +2,13 @@
 
     .cache/venv/bin/python benchmarks/train_toy.py                 # about 24 minutes on 2 idle CPU cores
     .cache/venv/bin/python benchmarks/train_toy.py --steps 20 --out /tmp/toy.safetensors   # smoke run
+    .cache/venv/bin/python benchmarks/train_toy.py --kind flow   # the rectified-flow toy (toy-flow-model.safetensors)
 
 Every batch is freshly drawn (benchmarks/toy_shapes.py, seed = --seed x 1000003 + step), so the model never sees
 the benchmark's held-out pictures (drawn from other seeds) and never sees HELD_OUT_PAIRS at all. The
-objective is ComfyUI's EPS parametrisation on its discrete schedule, with min-SNR-5 weighting and 10%
-empty captions for classifier-free guidance. The saved weights are an exponential moving average.
+objective of `--kind eps` is ComfyUI's EPS parametrisation on its discrete schedule, with min-SNR-5 weighting;
+that of `--kind flow` is rectified flow as SD3 trains it (velocity noise - x0 at t drawn logit-normal, plain MSE),
+read through ComfyUI's flow model sampling. Both use 10% empty captions for classifier-free guidance. The saved weights are an exponential moving average.
 Writes the weights (--out) and a loss curve (--plot).
 """
 
@@ -47,9 +49,32 @@ def learning_rate(step: int, steps: int, peak: float) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def train(steps: int, batch: int, seed: int, peak_lr: float, log_every: int = 20):
+def eps_loss(model, x0, conditioning, sigmas, generator):
+    """Weighted noise MSE at a sigma of the discrete schedule (min-SNR-5)."""
+    sigma = sigmas[torch.randint(len(sigmas), (x0.shape[0],), generator=generator)]
+    noise = torch.randn(x0.shape, generator=generator)
+    noisy = x0 + sigma[:, None, None, None] * noise
+    denoised = model.apply_model(noisy, sigma, c_crossattn=conditioning)
+    predicted_noise = (noisy - denoised) / sigma[:, None, None, None]
+    weight = (1 / sigma**2).clamp(max=MIN_SNR) * sigma**2  # min(SNR, 5) / SNR
+    return (weight * (predicted_noise - noise).pow(2).mean((1, 2, 3))).mean()
+
+
+def flow_loss(model, x0, conditioning, sigmas, generator):
+    """Velocity MSE at t = sigmoid(normal) (SD3's logit-normal sampling); ComfyUI's flow sampling gives
+    denoised = x_t - t v, so the model's velocity is read back as (x_t - denoised) / t."""
+    t = torch.sigmoid(torch.randn(x0.shape[0], generator=generator)).clamp(1e-3, 1.0)
+    noise = torch.randn(x0.shape, generator=generator)
+    noisy = model.model_sampling.noise_scaling(t[:, None, None, None], noise, x0)
+    denoised = model.apply_model(noisy, t, c_crossattn=conditioning)
+    velocity = (noisy - denoised) / t[:, None, None, None]
+    return (velocity - (noise - x0)).pow(2).mean()
+
+
+def train(steps: int, batch: int, seed: int, peak_lr: float, log_every: int = 20, kind: str = "eps"):
     torch.manual_seed(seed)
-    model = toy_model.build_unet()
+    model = toy_model.build_unet(kind)
+    loss_of = flow_loss if kind == "flow" else eps_loss
     toy_model.seed_unet(model.diffusion_model, seed)
     clip = toy_model.build_clip()
     toy_model.seed_clip(clip, seed + 1)
@@ -66,13 +91,7 @@ def train(steps: int, batch: int, seed: int, peak_lr: float, log_every: int = 20
         x0 = toy_model.to_latent(scenes.images)["samples"]
         rows = torch.tensor([index[text] for text in scenes.captions])
         rows[torch.rand(batch, generator=generator) < EMPTY_CAPTION_RATE] = len(captions) - 1
-        sigma = sigmas[torch.randint(len(sigmas), (batch,), generator=generator)]
-        noise = torch.randn(x0.shape, generator=generator)
-        noisy = x0 + sigma[:, None, None, None] * noise
-        denoised = model.apply_model(noisy, sigma, c_crossattn=table[rows])
-        predicted_noise = (noisy - denoised) / sigma[:, None, None, None]
-        weight = (1 / sigma**2).clamp(max=MIN_SNR) * sigma**2  # min(SNR, 5) / SNR
-        loss = (weight * (predicted_noise - noise).pow(2).mean((1, 2, 3))).mean()
+        loss = loss_of(model, x0, table[rows], sigmas, generator)
         for group in optimiser.param_groups:
             group["lr"] = learning_rate(step, steps, peak_lr)
         optimiser.zero_grad(set_to_none=True)
@@ -102,7 +121,7 @@ def plot_loss(history, path: pathlib.Path, title: str) -> None:
     figure, axes = plt.subplots(figsize=(6, 3.2), dpi=110)
     axes.plot([s for s, _ in history], [v for _, v in history], color="#1f8a8a")
     axes.set_xlabel("training step")
-    axes.set_ylabel("weighted noise MSE")
+    axes.set_ylabel("training loss")
     axes.set_yscale("log")
     axes.set_title(title, fontsize=9)
     axes.grid(alpha=0.3)
@@ -116,14 +135,20 @@ def main():
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seed", type=int, default=20261130)
     parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--out", type=pathlib.Path, default=toy_model.WEIGHTS)
-    parser.add_argument("--plot", type=pathlib.Path, default=ROOT / "docs" / "toy-training-loss.png")
+    parser.add_argument("--kind", choices=toy_model.KINDS, default="eps", help="eps: the DDPM toy; flow: the rectified-flow toy")
+    parser.add_argument("--out", type=pathlib.Path, help="default: benchmarks/toy-model.safetensors (eps) or toy-flow-model.safetensors (flow)")
+    parser.add_argument("--plot", type=pathlib.Path, help="default: docs/toy-training-loss.png (eps) or docs/toy-flow-training-loss.png (flow)")
     args = parser.parse_args()
+    flow = args.kind == "flow"
+    args.out = args.out or (toy_model.FLOW_WEIGHTS if flow else toy_model.WEIGHTS)
+    args.plot = args.plot or ROOT / "docs" / ("toy-flow-training-loss.png" if flow else "toy-training-loss.png")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    model, clip, history, seconds = train(args.steps, args.batch, args.seed, args.lr)
+    model, clip, history, seconds = train(args.steps, args.batch, args.seed, args.lr, kind=args.kind)
     metadata = {"steps": args.steps, "batch": args.batch, "seed": args.seed, "lr": args.lr, "seconds": round(seconds), "torch": torch.__version__}
+    if flow:
+        metadata.update(kind="flow", shift=toy_model.FLOW_SHIFT)  # the eps file predates the key: absent means eps
     toy_model.save(args.out, model, clip, metadata)
-    plot_loss(history, args.plot, f"toy model: {args.steps} steps x {args.batch} pictures, {seconds / 60:.0f} min on {torch.get_num_threads()} CPU threads")
+    plot_loss(history, args.plot, f"{args.kind} toy model: {args.steps} steps x {args.batch} pictures, {seconds / 60:.0f} min on {torch.get_num_threads()} CPU threads")
     print(f"wrote {args.out} ({args.out.stat().st_size / 2**20:.1f} MiB) and {args.plot} in {seconds / 60:.1f} min")
 
 
