@@ -77,6 +77,21 @@ SOCKETS = {
     # fps is a widget that also takes a link (the frontend lists such an input with its widget's name).
     "CreateVideo": ([("images", "IMAGE"), ("audio", "AUDIO", True), ("fps", "FLOAT", False, "widget")], [("VIDEO", "VIDEO")]),
     "SaveVideo": ([("video", "VIDEO")], []),
+    "EditFriendlyAttentionControl": (
+        [("model", "MODEL"), ("noise_maps", "EF_NOISE_MAPS"), ("source_positive", "CONDITIONING"), ("positive", "CONDITIONING"),
+         ("negative", "CONDITIONING")],
+        [("GUIDER", "GUIDER")],
+    ),
+    "EditFriendlyEditConcept": ([("conditioning", "CONDITIONING"), ("concepts", "EF_EDIT_CONCEPTS", True)], [("concepts", "EF_EDIT_CONCEPTS")]),
+    "EditFriendlySemanticGuider": (
+        [("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("concepts", "EF_EDIT_CONCEPTS"), ("mask", "MASK", True)],
+        [("GUIDER", "GUIDER")],
+    ),
+    "EditFriendlyFlowEdit": (
+        [("model", "MODEL"), ("source_positive", "CONDITIONING"), ("source_negative", "CONDITIONING"), ("positive", "CONDITIONING"),
+         ("negative", "CONDITIONING"), ("latent_image", "LATENT"), ("mask", "MASK", True)],
+        [("LATENT", "LATENT")],
+    ),
 }
 # The sampler as the frontend shows it with its optional mask socket (the first examples predate it).
 SAMPLER_WITH_MASK = (SOCKETS["EditFriendlySampler"][0] + [("mask", "MASK", True)], SOCKETS["EditFriendlySampler"][1])
@@ -113,6 +128,11 @@ MIN_SIZES = {
     "GetVideoComponents": (260, 80),
     "ImageFromBatch": (260, 90),
     "CreateVideo": (260, 80),
+    "SamplerCustomAdvanced": (230, 120),
+    "EditFriendlyAttentionControl": (240, 230),
+    "EditFriendlyEditConcept": (230, 220),
+    "EditFriendlySemanticGuider": (240, 170),
+    "EditFriendlyFlowEdit": (230, 410),
 }
 # A title the frontend widens the node for: about this many pixels per character plus the title bar's dot and margins
 # (more than the frontends' font needs: the widest title here, 51 characters, is drawn 393 px wide).
@@ -535,6 +555,88 @@ def fast_edit() -> Workflow:
     return wf
 
 
+# Prompt-to-Prompt on edit-friendly maps with the paper's settings for it: skip 12 of 100, target CFG 9, the target's
+# self-attention taken from the source for the first 20% of the replayed steps and its cross-attention for 60%. The
+# target swaps one word of SOURCE_PROMPT for one of the same token count (9 tokens each in ComfyUI's SD1 tokenizer).
+P2P_TARGET_PROMPT = "a close-up photo of a tabby tiger"
+P2P_SKIP, P2P_TARGET_CFG, P2P_SELF_ATTENTION, P2P_CROSS_ATTENTION = 12, 9.0, 0.2, 0.6
+
+
+def attention_control_edit() -> Workflow:
+    wf = Workflow("attention_control_edit")
+    ckpt, image, negative, inversion, source, latent = _common(wf)
+    target = wf.node("CLIPTextEncode", [P2P_TARGET_PROMPT], col=2, row=7, title="Target prompt (one word swapped)", clip=(ckpt, 1))
+    custom = wf.node("EditFriendlySamplerCustom", [P2P_SKIP], col=3, row=0, size=(320, 120), noise_maps=(inversion, 0))
+    guider = wf.node("EditFriendlyAttentionControl", [P2P_TARGET_CFG, P2P_SELF_ATTENTION, P2P_CROSS_ATTENTION], col=3, row=4, size=(320, 230),
+                     model=(ckpt, 0), noise_maps=(inversion, 0), source_positive=(source, 0), positive=(target, 0), negative=(negative, 0))
+    noise = wf.node("DisableNoise", col=3, row=10, size=(220, 30), title="DisableNoise (the maps are the noise)")
+    sampled = wf.node("SamplerCustomAdvanced", col=4, row=0, size=(300, 140),
+                      noise=(noise, 0), guider=(guider, 0), sampler=(custom, 0), sigmas=(custom, 1), latent_image=(custom, 2))
+    decode = wf.node("VAEDecode", col=4, row=4, samples=(sampled, 0), vae=(ckpt, 2), size=(220, 50))
+    stitch = wf.node("ImageStitch", ["right", True, 0, "white"], col=5, row=0, title="Input | edit", size=(320, 150), image1=(image, 0), image2=(decode, 0))
+    wf.node("SaveImage", ["edit_friendly/attention_control"], col=6, row=0, size=(400, 420), images=(stitch, 0))
+    wf.note(
+        "## Prompt-to-Prompt attention control on edit-friendly maps\n\n"
+        "The paper pairs its inversion with Prompt-to-Prompt (P2P). **Edit-Friendly Attention Control** is a `GUIDER`: "
+        "beside the target, a source branch replays the maps under the source prompt in the same model call, and the "
+        "target's conditional pass attends with the source's attention, which carries the real image's layout:\n\n"
+        f"* `self_attention` {P2P_SELF_ATTENTION:g}: the source's self-attention for the first {P2P_SELF_ATTENTION:.0%} of the "
+        "replayed steps.\n"
+        f"* `cross_attention` {P2P_CROSS_ATTENTION:g}: the source's cross-attention maps for the first {P2P_CROSS_ATTENTION:.0%} "
+        "(where each word acts). They map the prompts token for token, so the target swaps words one for one: "
+        "*tabby cat* becomes *tabby tiger*, the same token count (the node refuses prompts of different lengths; set "
+        "`cross_attention` to 0 to reword freely).\n"
+        f"* The paper's settings for P2P: inversion `steps` {STEPS}, source `cfg` {SOURCE_CFG}; `skip` {P2P_SKIP}, target `cfg` "
+        f"{P2P_TARGET_CFG:g}. A smaller skip than the plain edit's {SKIP}: the attention keeps the structure instead.\n\n"
+        "While a control is on, a step costs about 1.5x a plain edit's batch (one more branch in the same model call). "
+        "With the source prompt as target, the source CFG and skip 0, the input comes back.",
+        col=4, row=6, title="What this shows", size=(420, 420),
+    )
+    return wf
+
+
+# LEDITS++ (semantic guidance with implicit masks) on the maps: the guider keeps the inversion's own prompt and CFG,
+# which give the input back, and the concepts alone make the edit. Skip 15 of 100: LEDITS++'s default skip (0.15).
+SEMANTIC_SKIP, SEMANTIC_SCALE, SEMANTIC_THRESHOLD = 15, 5.0, 0.9
+
+
+def semantic_guidance_edit() -> Workflow:
+    wf = Workflow("semantic_guidance_edit")
+    ckpt, image, negative, inversion, source, latent = _common(wf)
+    custom = wf.node("EditFriendlySamplerCustom", [SEMANTIC_SKIP], col=3, row=0, size=(320, 120), noise_maps=(inversion, 0))
+    noise = wf.node("DisableNoise", col=3, row=3, size=(220, 30), title="DisableNoise (the maps are the noise)")
+    add_text = wf.node("CLIPTextEncode", ["tiger"], col=2, row=7, title="Concept to add", clip=(ckpt, 1))
+    remove_text = wf.node("CLIPTextEncode", ["cat"], col=2, row=11, title="Concept to remove", clip=(ckpt, 1))
+    added = wf.node("EditFriendlyEditConcept", [SEMANTIC_SCALE, "add", 0, 1000, SEMANTIC_THRESHOLD], col=3, row=6, size=(320, 200),
+                    title="Edit Concept: add tiger", conditioning=(add_text, 0))
+    removed = wf.node("EditFriendlyEditConcept", [SEMANTIC_SCALE, "remove", 0, 1000, SEMANTIC_THRESHOLD], col=3, row=11, size=(320, 200),
+                      title="Edit Concept: remove cat", conditioning=(remove_text, 0), concepts=(added, 0))
+    guider = wf.node("EditFriendlySemanticGuider", [SOURCE_CFG], col=4, row=0, size=(320, 150),
+                     title="Semantic Guidance (source prompt, source CFG)",
+                     model=(ckpt, 0), positive=(source, 0), negative=(negative, 0), concepts=(removed, 0))
+    sampled = wf.node("SamplerCustomAdvanced", col=5, row=0, size=(300, 140),
+                      noise=(noise, 0), guider=(guider, 0), sampler=(custom, 0), sigmas=(custom, 1), latent_image=(custom, 2))
+    decode = wf.node("VAEDecode", col=5, row=4, samples=(sampled, 0), vae=(ckpt, 2), size=(220, 50))
+    stitch = wf.node("ImageStitch", ["right", True, 0, "white"], col=6, row=0, title="Input | edit", size=(320, 150), image1=(image, 0), image2=(decode, 0))
+    wf.node("SaveImage", ["edit_friendly/semantic_guidance"], col=7, row=0, size=(400, 420), images=(stitch, 0))
+    wf.note(
+        "## Semantic guidance with edit concepts (LEDITS++)\n\n"
+        "No target prompt: **Edit-Friendly Semantic Guidance** guides with the inversion's own source prompt, negative "
+        f"and CFG ({SOURCE_CFG}), which alone give the input back, and each **Edit Concept** adds its guidance only where "
+        "it is strongest (an implicit mask found at every step from the model's predictions), so the edit stays local "
+        "without a user mask.\n\n"
+        f"* *tiger*, `add`, `scale` {SEMANTIC_SCALE:g}: pulls the image towards a tiger.\n"
+        f"* *cat*, `remove`, `scale` {SEMANTIC_SCALE:g}: pushes it away from what is there now. Chain more concepts through "
+        "`concepts`; all of them share one model call per step.\n"
+        f"* `threshold` {SEMANTIC_THRESHOLD:g}: a concept acts on the strongest tenth of the image; lower it to edit a larger area.\n"
+        f"* `skip` {SEMANTIC_SKIP} of {STEPS} (LEDITS++'s default): the implicit masks keep the rest of the image, so less is "
+        "skipped than in a plain edit.\n\n"
+        "Too weak? Raise `scale` (3-15). A concept of `scale` 0 does nothing: with all at 0 the input comes back.",
+        col=4, row=4, title="What this shows", size=(420, 420),
+    )
+    return wf
+
+
 # Other model families. Each model file is declared as ComfyUI's own template for that model declares it (name, url,
 # directory, copied from the comfyui_workflow_templates package: text_to_video_wan for Wan 2.1 1.3B, image_qwen_image
 # for Qwen-Image), so that the frontend names a missing file and offers its download.
@@ -647,6 +749,50 @@ def photo_edit_qwen_image() -> Workflow:
     return wf
 
 
+# FlowEdit's settings for Flux in the paper (28 steps, n_max 24: skip 4; guidance 1.5 on the source, 5.5 on the target,
+# the node's defaults), as starting values for Qwen-Image, which takes them as real CFG.
+FLOWEDIT_STEPS, FLOWEDIT_SKIP, FLOWEDIT_SOURCE_CFG, FLOWEDIT_TARGET_CFG = 28, 4, 1.5, 5.5
+
+
+def flowedit_qwen_image() -> Workflow:
+    wf = Workflow("flowedit_qwen_image")
+    unet, clip, vae = _loaders(wf, QWEN_MODEL, QWEN_TEXT_ENCODER, "qwen_image", QWEN_VAE)
+    model = wf.node("ModelSamplingAuraFlow", [QWEN_SHIFT], col=1, row=0, size=(260, 60), model=(unet, 0))
+    image = wf.node("LoadImage", [IMAGE, "image"], col=0, row=8, size=(320, 360))
+    scaled = wf.node("ImageScale", ["lanczos", QWEN_SIZE, QWEN_SIZE, "center"], col=1, row=10, size=(260, 130),
+                     title=f"Resize to {QWEN_SIZE}x{QWEN_SIZE}", image=(image, 0))
+    latent = wf.node("VAEEncode", col=1, row=14, pixels=(scaled, 0), vae=(vae, 0), size=(220, 50))
+    source = wf.node("CLIPTextEncode", [SOURCE_PROMPT], col=1, row=2, title="Source prompt (describes the input image)", clip=(clip, 0))
+    negative = wf.node("CLIPTextEncode", [NEGATIVE_PROMPT], col=1, row=6, title="Negative prompt", clip=(clip, 0))
+    target = wf.node("CLIPTextEncode", ["a close-up photo of a tiger"], col=2, row=2, title="Target prompt (the image as you want it)", clip=(clip, 0))
+    edit = wf.node(
+        "EditFriendlyFlowEdit",
+        [FLOWEDIT_STEPS, FLOWEDIT_SKIP, 0, 1, FLOWEDIT_SOURCE_CFG, FLOWEDIT_TARGET_CFG, "simple", 0, "fixed"],
+        col=3, row=0, size=(320, 420),
+        model=(model, 0), source_positive=(source, 0), source_negative=(negative, 0), positive=(target, 0), negative=(negative, 0),
+        latent_image=(latent, 0),
+    )
+    decode = wf.node("VAEDecode", col=4, row=0, samples=(edit, 0), vae=(vae, 0), size=(220, 50))
+    stitch = wf.node("ImageStitch", ["right", True, 0, "white"], col=5, row=0, title="Input | edit", size=(320, 150), image1=(scaled, 0), image2=(decode, 0))
+    wf.node("SaveImage", ["edit_friendly/qwen_image_flowedit"], col=6, row=0, size=(400, 420), images=(stitch, 0))
+    wf.note(
+        "## FlowEdit with Qwen-Image: editing without inversion\n\n"
+        "**FlowEdit** (Kulikov et al., ICCV 2025) needs no inversion and no noise maps: at each step it moves the input by "
+        "the difference between what the model predicts under the target and under the source prompt, both in one model "
+        "call. It works on rectified-flow models only (SD3, Flux, Qwen-Image, Z-Image, Wan...); for SD1.5, SD2 and SDXL "
+        "use Edit-Friendly DDPM Inversion.\n\n"
+        f"* **Model**: as in the Qwen-Image photo edit: `ModelSamplingAuraFlow` shift {QWEN_SHIFT:g}, scheduler `simple`.\n"
+        f"* **FlowEdit**: `steps` {FLOWEDIT_STEPS}, `skip` {FLOWEDIT_SKIP} (the paper's Flux setting), `source_cfg` "
+        f"{FLOWEDIT_SOURCE_CFG:g}, `cfg` {FLOWEDIT_TARGET_CFG:g}. Starting values, not tuned on Qwen-Image's output: too "
+        "little change, lower `skip` or raise `cfg`; drifting too far, raise `skip`.\n"
+        "* The target prompt is the source prompt with the change written in.\n"
+        f"* It costs {FLOWEDIT_STEPS - FLOWEDIT_SKIP} model calls (`steps - skip`), source and target batched in each.\n"
+        "* The source prompt as target, with `cfg` equal to `source_cfg` and `n_min` 0, gives the input back exactly.",
+        col=4, row=3, title="What this shows", size=(460, 380),
+    )
+    return wf
+
+
 WORKFLOWS = {
     "text_guided_editing": text_editing,
     "exact_reconstruction": reconstruction,
@@ -661,17 +807,21 @@ WORKFLOWS = {
     "fast_edit": fast_edit,
     "video_edit_wan": video_edit_wan,
     "photo_edit_qwen_image": photo_edit_qwen_image,
+    "attention_control_edit": attention_control_edit,
+    "semantic_guidance_edit": semantic_guidance_edit,
+    "flowedit_qwen_image": flowedit_qwen_image,
 }
 # Examples with end-to-end tests of their own (tests/test_server_power.py) rather than the generic run:
 # they need a file moved between runs, other nodes' skips scaled, or checks of their own.
 FEATURE_WORKFLOWS = (
     "save_noise_maps", "edit_from_saved_noise_maps", "sampler_custom_advanced", "masked_edit", "batched_variations", "noise_map_preview", "fast_edit",
+    "attention_control_edit", "semantic_guidance_edit",
 )
 
 
 # Examples of other model families (UNETLoader, CLIPLoader and VAELoader instead of the SD1.5 checkpoint), run end
 # to end with tiny stand-ins in tests/test_server_video.py.
-FAMILY_WORKFLOWS = ("video_edit_wan", "photo_edit_qwen_image")
+FAMILY_WORKFLOWS = ("video_edit_wan", "photo_edit_qwen_image", "flowedit_qwen_image")
 
 
 def build_all() -> dict[str, dict]:

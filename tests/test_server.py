@@ -41,6 +41,12 @@ OUTPUTS = {
     "EditFriendlySaveNoiseMaps": [],
     "EditFriendlyLoadNoiseMaps": ["EF_NOISE_MAPS"],
     "EditFriendlyNoiseMapPreview": ["IMAGE", "IMAGE"],
+    "EditFriendlyAttentionControl": ["GUIDER"],
+    "EditFriendlyEditConcept": ["EF_EDIT_CONCEPTS"],
+    "EditFriendlySemanticGuider": ["GUIDER"],
+    "EditFriendlyFlowEdit": ["LATENT"],
+    "EditFriendlyFlowEditGuider": ["GUIDER"],
+    "EditFriendlyFlowEditSampler": ["SAMPLER"],
 }
 
 

@@ -1,5 +1,6 @@
 """End-to-end runs of the feature examples (save/load of maps, SamplerCustomAdvanced, masked edits,
-batched variations, map previews, the fast edit) on the real ComfyUI server with the tiny models.
+batched variations, map previews, the fast edit, attention control, semantic guidance) on the real ComfyUI
+server with the tiny models.
 
 Each example is converted from the shipped UI-format JSON through /object_info, shrunk to the tiny
 checkpoint and a few steps, and run through /prompt. Probe nodes (decoded input, saved latents) are
@@ -41,10 +42,10 @@ def one(prompt: dict, class_type: str) -> str:
     return node_id
 
 
-def example_prompt(name: str, object_info: dict, seed: int | None = None) -> dict:
-    """The shipped example on the tiny checkpoint with STEPS steps and every skip scaled to match."""
-    prompt = fast(ui_to_api(load_example(name), object_info), steps=STEPS)
-    prompt = with_overrides(prompt, {"EditFriendlySamplerCustom": {"skip": scaled}})
+def example_prompt(name: str, object_info: dict, seed: int | None = None, steps: int = STEPS) -> dict:
+    """The shipped example on the tiny checkpoint with `steps` steps and every skip scaled to match."""
+    prompt = fast(ui_to_api(load_example(name), object_info), steps=steps)
+    prompt = with_overrides(prompt, {"EditFriendlySamplerCustom": {"skip": lambda skip: scaled(skip, steps)}})
     if seed is not None:  # a seed of its own, so that no other test's inversion comes from ComfyUI's cache
         prompt = with_overrides(prompt, {"EditFriendlyDDPMInversion": {"seed": seed}})
     return prompt
@@ -266,3 +267,112 @@ def test_fast_edit_example_round_trips_exactly_and_edits(server, object_info):
     round_trip, edit, source = (saved_latent(server, entry, node_id) for node_id in ("920", "922", "921"))
     assert (round_trip - source).abs().max().item() <= 1e-6
     assert (edit - source).abs().mean().item() > 0.01, "the target prompt changed nothing"
+
+
+# -- g. attention control (Prompt-to-Prompt) ----------------------------------------------------------
+
+CONTROLLED_STEPS = 8  # 7 replayed steps after the scaled skip: the self-attention window (20%) holds 1, cross (60%) 4
+
+
+def sd1_tokens(text: str) -> list[int]:
+    """The prompt's tokens in ComfyUI's SD1 tokenizer, without start, end and padding."""
+    import comfy.sd1_clip
+
+    tokenizer = comfy.sd1_clip.SDTokenizer()
+    (tokens,) = tokenizer.tokenize_with_weights(text)
+    return [token for token, _ in tokens if token not in (tokenizer.start_token, tokenizer.end_token, tokenizer.pad_token)]
+
+
+def test_attention_control_example_uses_the_papers_p2p_settings(object_info):
+    prompt = ui_to_api(load_example("attention_control_edit"), object_info)
+    inversion = prompt[one(prompt, "EditFriendlyDDPMInversion")]["inputs"]
+    control = prompt[one(prompt, "EditFriendlyAttentionControl")]["inputs"]
+    assert (inversion["steps"], inversion["cfg"]) == (100, 3.5)
+    assert prompt[one(prompt, "EditFriendlySamplerCustom")]["inputs"]["skip"] == 12
+    assert (control["cfg"], control["self_attention"], control["cross_attention"]) == (9.0, 0.2, 0.6)
+    assert control["source_positive"] == inversion["positive"] and control["negative"] == inversion["negative"]
+    advanced = prompt[one(prompt, "SamplerCustomAdvanced")]["inputs"]
+    assert advanced["guider"] == [one(prompt, "EditFriendlyAttentionControl"), 0]
+    assert advanced["noise"] == [one(prompt, "DisableNoise"), 0]
+    # Cross-attention control maps the target's tokens onto the source's one for one: a one-token word swap.
+    source, target = (sd1_tokens(prompt[control[name][0]]["inputs"]["text"]) for name in ("source_positive", "positive"))
+    assert len(source) == len(target) and sum(a != b for a, b in zip(source, target)) == 1, (source, target)
+
+
+def test_attention_control_example_edits_and_gives_the_input_back(server, object_info):
+    prompt = example_prompt("attention_control_edit", object_info, seed=3007, steps=CONTROLLED_STEPS)
+    custom, control = one(prompt, "EditFriendlySamplerCustom"), one(prompt, "EditFriendlyAttentionControl")
+    assert prompt[custom]["inputs"]["skip"] > 0
+    advanced, checkpoint, encode = one(prompt, "SamplerCustomAdvanced"), one(prompt, "CheckpointLoaderSimple"), one(prompt, "VAEEncode")
+    shipped_save = one(prompt, "SaveImage")
+    edited = probe_decoded(prompt, "900", [advanced, 0], [checkpoint, 2], "attention_edit")
+    decoded_input = probe_decoded(prompt, "910", [encode, 0], [checkpoint, 2], "attention_decoded_input")
+    add_probe(prompt, "920", "SaveLatent", samples=[advanced, 0], filename_prefix="power/attention_edit")
+    add_probe(prompt, "921", "SaveLatent", samples=[encode, 0], filename_prefix="power/attention_input")
+    entry = run(server, object_info, prompt)
+    (stitched,) = images_of(server, entry, shipped_save)
+    assert stitched.shape == (SIZE, 2 * SIZE, 3) and np.isfinite(stitched).all()
+    edit, source = saved_latent(server, entry, "920"), saved_latent(server, entry, "921")
+    assert (edit - source).abs().mean().item() > 0.01, "the target prompt changed nothing"
+    (expected,) = images_of(server, entry, decoded_input)
+
+    # The controls act: with both windows at 0 (a plain CFG edit) the same prompts give another latent.
+    plain = json.loads(json.dumps(prompt))
+    plain[control]["inputs"].update(self_attention=0.0, cross_attention=0.0)
+    entry = run(server, object_info, plain)
+    assert (saved_latent(server, entry, "920") - edit).abs().max().item() > 1e-3, "attention control changed nothing"
+
+    # The source prompt as target, the source CFG and skip 0, controls on: the input comes back.
+    inversion = prompt[one(prompt, "EditFriendlyDDPMInversion")]["inputs"]
+    prompt[control]["inputs"].update(positive=inversion["positive"], cfg=inversion["cfg"])
+    prompt[custom]["inputs"]["skip"] = 0
+    entry = run(server, object_info, prompt)
+    (reconstruction,) = images_of(server, entry, edited)  # the decoded input is cached: not saved again
+    assert reconstruction.shape == expected.shape == (SIZE, SIZE, 3)
+    assert np.abs(reconstruction - expected).max() <= EXACT
+    assert (saved_latent(server, entry, "920") - source).abs().max().item() <= LATENT_TOLERANCE
+
+
+# -- h. semantic guidance (edit concepts) ---------------------------------------------------------------
+
+def test_semantic_guidance_example_guides_with_the_inversions_prompt_and_cfg(object_info):
+    prompt = ui_to_api(load_example("semantic_guidance_edit"), object_info)
+    inversion = prompt[one(prompt, "EditFriendlyDDPMInversion")]["inputs"]
+    guider = prompt[one(prompt, "EditFriendlySemanticGuider")]["inputs"]
+    assert [guider[name] for name in ("positive", "negative", "cfg")] == [inversion[name] for name in ("positive", "negative", "cfg")]
+    # The chain, last first: remove "cat" takes the concepts of add "tiger".
+    last = prompt[guider["concepts"][0]]["inputs"]
+    first = prompt[last["concepts"][0]]["inputs"]
+    assert "concepts" not in first
+    assert [(prompt[c["conditioning"][0]]["inputs"]["text"], c["direction"], c["scale"]) for c in (first, last)] == [
+        ("tiger", "add", 5.0), ("cat", "remove", 5.0)]
+    advanced = prompt[one(prompt, "SamplerCustomAdvanced")]["inputs"]
+    assert advanced["guider"] == [one(prompt, "EditFriendlySemanticGuider"), 0]
+    assert advanced["sampler"] == [one(prompt, "EditFriendlySamplerCustom"), 0]
+
+
+def test_semantic_guidance_example_edits_and_concepts_of_scale_0_give_the_input_back(server, object_info):
+    prompt = example_prompt("semantic_guidance_edit", object_info, seed=3008, steps=CONTROLLED_STEPS)
+    assert prompt[one(prompt, "EditFriendlySamplerCustom")]["inputs"]["skip"] > 0
+    advanced, checkpoint, encode = one(prompt, "SamplerCustomAdvanced"), one(prompt, "CheckpointLoaderSimple"), one(prompt, "VAEEncode")
+    shipped_save = one(prompt, "SaveImage")
+    edited = probe_decoded(prompt, "900", [advanced, 0], [checkpoint, 2], "semantic_edit")
+    decoded_input = probe_decoded(prompt, "910", [encode, 0], [checkpoint, 2], "semantic_decoded_input")
+    add_probe(prompt, "920", "SaveLatent", samples=[advanced, 0], filename_prefix="power/semantic_edit")
+    add_probe(prompt, "921", "SaveLatent", samples=[encode, 0], filename_prefix="power/semantic_input")
+    entry = run(server, object_info, prompt)
+    (stitched,) = images_of(server, entry, shipped_save)
+    assert stitched.shape == (SIZE, 2 * SIZE, 3) and np.isfinite(stitched).all()
+    edit, source = saved_latent(server, entry, "920"), saved_latent(server, entry, "921")
+    change = (edit - source).abs().amax(dim=1)
+    assert change.max().item() > 0.05, "the concepts changed nothing"
+    (expected,) = images_of(server, entry, decoded_input)
+
+    # Every concept at scale 0: the guider is CFG on the inversion's prompt and CFG, and the input comes back.
+    for node_id in ids_of(prompt, "EditFriendlyEditConcept"):
+        prompt[node_id]["inputs"]["scale"] = 0.0
+    entry = run(server, object_info, prompt)
+    (reconstruction,) = images_of(server, entry, edited)
+    assert reconstruction.shape == expected.shape == (SIZE, SIZE, 3)
+    assert np.abs(reconstruction - expected).max() <= EXACT
+    assert (saved_latent(server, entry, "920") - source).abs().max().item() <= LATENT_TOLERANCE

@@ -1,4 +1,5 @@
-"""End-to-end runs of the Wan 2.1 video edit and the Qwen-Image photo edit examples on the real ComfyUI server.
+"""End-to-end runs of the Wan 2.1 video edit, the Qwen-Image photo edit and the Qwen-Image FlowEdit examples on
+the real ComfyUI server.
 
 Each shipped example is converted from its UI-format JSON through /object_info and run through /prompt with
 tiny seeded stand-ins of its models (scripts/make_tiny_checkpoints.py): a Wan 2.1 DiT and a Qwen-Image MMDiT that
@@ -6,7 +7,8 @@ UNETLoader detects from their weights, and a Wan 2.1 VAE that VAELoader sizes fr
 is the same model). Their text encoders, UMT5-XXL and Qwen2.5-VL 7B, have fixed full-size configs in ComfyUI and
 cannot be made tiny, so the tests replace them (see each test). Probe nodes are added to the API prompt: a copy
 of the sampler with the source prompt, the source CFG and skip 0, and SaveLatent nodes, so that the round trip
-and the edit are checked on the latents.
+and the edit are checked on the latents (for FlowEdit, which has no inversion, a copy of the FlowEdit node with the
+source prompt and CFG as target).
 """
 
 from __future__ import annotations
@@ -110,6 +112,8 @@ def test_family_examples_are_generated_and_served(server):
         "UNETLoader": examples.WAN_MODEL, "CLIPLoader": examples.WAN_TEXT_ENCODER, "VAELoader": examples.WAN_VAE}),
     ("photo_edit_qwen_image", examples.QWEN_IMAGE_TEMPLATE, {
         "UNETLoader": examples.QWEN_MODEL, "CLIPLoader": examples.QWEN_TEXT_ENCODER, "VAELoader": examples.QWEN_VAE}),
+    ("flowedit_qwen_image", examples.QWEN_IMAGE_TEMPLATE, {
+        "UNETLoader": examples.QWEN_MODEL, "CLIPLoader": examples.QWEN_TEXT_ENCODER, "VAELoader": examples.QWEN_VAE}),
 ])
 def test_family_examples_declare_models_as_comfyuis_templates_do(name, template, expected):
     # The real file names, each with the properties["models"] entry (name, url, directory) of ComfyUI's own template.
@@ -127,7 +131,9 @@ def test_family_examples_are_valid_but_for_the_missing_files(info):
     missing = {
         "video_edit_wan": {examples.WAN_MODEL, examples.WAN_TEXT_ENCODER, examples.WAN_VAE, examples.VIDEO},
         "photo_edit_qwen_image": {examples.QWEN_MODEL, examples.QWEN_TEXT_ENCODER, examples.QWEN_VAE},
+        "flowedit_qwen_image": {examples.QWEN_MODEL, examples.QWEN_TEXT_ENCODER, examples.QWEN_VAE},
     }
+    assert set(missing) == set(examples.FAMILY_WORKFLOWS)
     for name, files in missing.items():
         prompt = ui_to_api(load_example(name), info)
         problems = validate(prompt, info)
@@ -153,6 +159,28 @@ def test_family_examples_are_valid_but_for_the_missing_files(info):
         encode = one(prompt, "VAEEncode")
         assert prompt[encode]["inputs"]["vae"] == [one(prompt, "VAELoader"), 0]
         assert prompt[one(prompt, "EditFriendlyDDPMInversion")]["inputs"]["latent_image"] == [encode, 0]
+
+    # FlowEdit: Qwen-Image loaded and shifted as in the photo edit, no inversion, the node's defaults (the paper's Flux
+    # setting), one negative prompt for both branches.
+    flow = ui_to_api(load_example("flowedit_qwen_image"), info)
+    assert "EditFriendlyDDPMInversion" not in {node["class_type"] for node in flow.values()}
+
+    def widgets(prompt, class_type):
+        return {name: value for name, value in prompt[one(prompt, class_type)]["inputs"].items() if not isinstance(value, list)}
+
+    for class_type in ("UNETLoader", "CLIPLoader", "VAELoader", "ModelSamplingAuraFlow", "LoadImage", "ImageScale"):
+        assert widgets(flow, class_type) == widgets(qwen, class_type), class_type
+    assert flow[one(flow, "ModelSamplingAuraFlow")]["inputs"]["model"] == [one(flow, "UNETLoader"), 0]
+    edit = flow[one(flow, "EditFriendlyFlowEdit")]["inputs"]
+    specs = info["EditFriendlyFlowEdit"]["input"]["required"].items()
+    defaults = {name: spec[1]["default"] for name, spec in specs if len(spec) > 1 and "default" in spec[1]}
+    assert {name: edit[name] for name in defaults} == defaults
+    assert (edit["steps"], edit["skip"], edit["source_cfg"], edit["cfg"], edit["scheduler"]) == (28, 4, 1.5, 5.5, "simple")
+    assert edit["model"] == [one(flow, "ModelSamplingAuraFlow"), 0] and edit["latent_image"] == [one(flow, "VAEEncode"), 0]
+    assert edit["source_negative"] == edit["negative"] and edit["source_positive"] != edit["positive"]
+    texts = {name: flow[edit[name][0]]["inputs"]["text"] for name in ("source_positive", "positive")}
+    assert texts == {"source_positive": examples.SOURCE_PROMPT, "positive": "a close-up photo of a tiger"}
+    assert flow[one(flow, "VAEDecode")]["inputs"]["samples"] == [one(flow, "EditFriendlyFlowEdit"), 0]
 
 
 # -- end to end ---------------------------------------------------------------------------------------
@@ -209,6 +237,21 @@ def _qwen_conditioning(server, folder: str, seed: int) -> None:
     torch.save(shard, target / "shard_0000.pkl")
 
 
+def stand_in_qwen_conditionings(server, prompt: dict, roles: dict) -> None:
+    """Replaces the CLIPTextEncode nodes `roles` (node id -> role) by seeded conditionings (_qwen_conditioning), one
+    per role, and removes the text encoder's loader."""
+    assert sorted(roles) == sorted(ids_of(prompt, "CLIPTextEncode"))
+    seeds = {"source": 40, "negative": 41, "target": 42}  # the same stand-in for the same role in every test
+    for node_id, role in roles.items():
+        _qwen_conditioning(server, f"ef_qwen_{role}", seeds[role])
+        prompt[node_id] = {"class_type": "LoadTrainingDataset", "inputs": {"folder_name": f"ef_qwen_{role}"}}
+    for node in prompt.values():
+        for name, value in node["inputs"].items():
+            if isinstance(value, list) and value[0] in roles:
+                node["inputs"][name] = [value[0], 1]  # LoadTrainingDataset's CONDITIONING output
+    del prompt[one(prompt, "CLIPLoader")]
+
+
 def test_qwen_image_example_edits_a_photo_and_round_trips(server, info):
     prompt = ui_to_api(load_example("photo_edit_qwen_image"), info)
     prompt = with_overrides(prompt, {
@@ -223,20 +266,44 @@ def test_qwen_image_example_edits_a_photo_and_round_trips(server, info):
     assert sampler["skip"] > 0
     # The three CLIPTextEncode nodes (source, negative, target) become seeded conditionings of the right width.
     roles = {inversion["positive"][0]: "source", inversion["negative"][0]: "negative", sampler["positive"][0]: "target"}
-    assert sorted(roles) == sorted(ids_of(prompt, "CLIPTextEncode"))
-    for seed, (node_id, role) in enumerate(roles.items(), start=40):
-        _qwen_conditioning(server, f"ef_qwen_{role}", seed)
-        prompt[node_id] = {"class_type": "LoadTrainingDataset", "inputs": {"folder_name": f"ef_qwen_{role}"}}
-    for node in prompt.values():
-        for name, value in node["inputs"].items():
-            if isinstance(value, list) and value[0] in roles:
-                node["inputs"][name] = [value[0], 1]  # LoadTrainingDataset's CONDITIONING output
-    del prompt[one(prompt, "CLIPLoader")]
+    stand_in_qwen_conditionings(server, prompt, roles)
     probes = add_round_trip_probes(prompt, "qwen")
     entry = run(server, info, prompt)
 
     check_round_trip_and_edit(server, entry, probes, (1, 16, 1, SIZE // 8, SIZE // 8))
     (image,) = [path for path in server.output_images({"outputs": {one(prompt, "SaveImage"): entry["outputs"][one(prompt, "SaveImage")]}})]
+    stitched = read_png(image)
+    assert stitched.shape == (SIZE, 2 * SIZE, 3) and np.isfinite(stitched).all()
+    assert np.abs(stitched[:, SIZE:] - stitched[:, :SIZE]).mean() > 0, "the saved edit is the input"
+
+
+def test_qwen_image_flowedit_example_edits_a_photo_and_gives_the_input_back(server, info):
+    prompt = ui_to_api(load_example("flowedit_qwen_image"), info)
+    prompt = with_overrides(prompt, {
+        "UNETLoader": {"unet_name": tiny.QWEN_DIFFUSION_MODEL},
+        "VAELoader": {"vae_name": tiny.WAN_VAE},
+        "ImageScale": {"width": SIZE, "height": SIZE},
+        "EditFriendlyFlowEdit": {"steps": STEPS, "skip": lambda skip: scaled_skip(skip, shipped_steps=examples.FLOWEDIT_STEPS), "seed": 4003},
+    })
+    flowedit = one(prompt, "EditFriendlyFlowEdit")
+    edit = prompt[flowedit]["inputs"]
+    assert 0 < edit["skip"] < STEPS
+    roles = {edit["source_positive"][0]: "source", edit["negative"][0]: "negative", edit["positive"][0]: "target"}
+    stand_in_qwen_conditionings(server, prompt, roles)
+    # A copy of the node with the source prompt and the source CFG as target: FlowEdit's update is then 0.
+    prompt["900"] = {"class_type": "EditFriendlyFlowEdit", "inputs": {**edit, "positive": edit["source_positive"], "cfg": edit["source_cfg"]}}
+    probes = {"901": (edit["latent_image"], "source"), "902": (["900", 0], "round_trip"), "903": ([flowedit, 0], "edit")}
+    for node_id, (samples, name) in probes.items():
+        prompt[node_id] = {"class_type": "SaveLatent", "inputs": {"samples": samples, "filename_prefix": f"video_test/flowedit_{name}"}}
+    entry = run(server, info, prompt)
+
+    source, round_trip, edited = (saved_latent(server, entry, node_id) for node_id in probes)
+    assert source.shape == round_trip.shape == edited.shape == (1, 16, 1, SIZE // 8, SIZE // 8)
+    assert torch.isfinite(edited).all() and source.abs().max() > 0
+    assert (round_trip - source).abs().max().item() <= ROUND_TRIP_TOLERANCE * max(1.0, source.abs().max().item())
+    assert (edited - source).abs().mean().item() > 1e-3, "the target prompt changed nothing"
+    save = one(prompt, "SaveImage")
+    (image,) = server.output_images({"outputs": {save: entry["outputs"][save]}})
     stitched = read_png(image)
     assert stitched.shape == (SIZE, 2 * SIZE, 3) and np.isfinite(stitched).all()
     assert np.abs(stitched[:, SIZE:] - stitched[:, :SIZE]).mean() > 0, "the saved edit is the input"
