@@ -111,18 +111,18 @@ def check_classifier(count: int = 1000, seed: int = 7) -> dict:
     return {"pictures": count, **accuracy(reading, scenes.colours, scenes.shapes), "mask_iou": iou}
 
 
-def check_model(model, prompts, steps: int, cfg: float, per_caption: int) -> dict:
-    """Samples for every caption (training pairs and the held-out pairs), read back by the classifier."""
+def check_model(model, prompts, steps: int, cfg: float, per_caption: int, grid: pathlib.Path = DOCS / "toy-samples.png", scheduler: str = SCHEDULER) -> dict:
+    """Samples for every caption (training pairs and the held-out pairs), read back by the classifier; the samples go to `grid`."""
     wanted = [(c, s) for c in toy_shapes.COLOUR_NAMES for s in toy_shapes.SHAPES for _ in range(per_caption)]
     captions = [toy_shapes.caption(c, s) for c, s in wanted]
-    samples = baselines.generate(model, prompts(captions), prompts([""] * len(captions)), (len(captions), 3, 32, 32), steps, cfg, SCHEDULER, seed=7, sampler="euler")
+    samples = baselines.generate(model, prompts(captions), prompts([""] * len(captions)), (len(captions), 3, 32, 32), steps, cfg, scheduler, seed=7, sampler="euler")
     reading = toy_shapes.classify(toy_model.to_images(samples))
     result = {}
     for group, members in (("training pairs", toy_shapes.training_pairs()), ("held-out pairs", list(toy_shapes.HELD_OUT_PAIRS))):
         rows = [i for i, pair in enumerate(wanted) if pair in members]
         picked = toy_shapes.Reading([reading.colours[i] for i in rows], [reading.shapes[i] for i in rows], reading.masks[rows])
         result[group] = {"samples": len(rows), **accuracy(picked, [wanted[i][0] for i in rows], [wanted[i][1] for i in rows])}
-    save_grid(toy_model.to_images(samples), DOCS / "toy-samples.png", per_caption)
+    save_grid(toy_model.to_images(samples), grid, per_caption)
     return result
 
 
@@ -280,28 +280,35 @@ TABLE_HEADER = "| method | setting | denoiser steps | reconstruction max abs err
 FAST_TABLE_HEADER = (TABLE_HEADER.replace(" |\n", " | success vs reference (95%) | shape kept vs reference (95%) |\n", 1) + "---|---|")
 
 
-def plot_tradeoff(rows: list[dict], path: pathlib.Path) -> None:
+STYLES = {"edit-friendly DDPM": ("#1f8a8a", "o"), "DDIM inversion": ("#c0504d", "s"), "SDEdit": ("#8064a2", "^"), "plain generation": ("#7f7f7f", "x")}
+PANELS = (
+    ("iou", "structure kept: IoU of shape masks (higher is better)"),
+    ("background_error", "background error, mean |change| (lower is better)"),
+)
+TITLE = "Toy model, held-out pictures, colour edits by prompt: every point is one setting of the sweep"
+
+
+def plot_tradeoff(rows: list[dict], path: pathlib.Path, styles: dict = STYLES, panels=PANELS, title: str = TITLE) -> None:
+    """One panel per measure against edit success, one curve per method (`styles`: method -> colour, marker)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=110)
-    styles = {"edit-friendly DDPM": ("#1f8a8a", "o"), "DDIM inversion": ("#c0504d", "s"), "SDEdit": ("#8064a2", "^"), "plain generation": ("#7f7f7f", "x")}
+    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), dpi=110)
     for method, (colour, marker) in styles.items():
-        points = sorted((r["success"], r["iou"], r["background_error"]) for r in rows if r["method"] == method)
+        points = sorted((r["success"], *(r[key] for key, _ in panels)) for r in rows if r["method"] == method)
         if not points:
             continue
         success = [100 * p[0] for p in points]
-        axes[0].plot(success, [p[1] for p in points], marker=marker, color=colour, label=method, linestyle="-" if len(points) > 1 else "none")
-        axes[1].plot(success, [p[2] for p in points], marker=marker, color=colour, label=method, linestyle="-" if len(points) > 1 else "none")
-    axes[0].set_ylabel("structure kept: IoU of shape masks (higher is better)")
-    axes[1].set_ylabel("background error, mean |change| (lower is better)")
-    for ax in axes:
+        for column, ax in enumerate(axes, start=1):
+            ax.plot(success, [p[column] for p in points], marker=marker, color=colour, label=method, linestyle="-" if len(points) > 1 else "none")
+    for ax, (_, label) in zip(axes, panels):
+        ax.set_ylabel(label)
         ax.set_xlabel("edit success: target colour read by the classifier (%)")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    figure.suptitle("Toy model, held-out pictures, colour edits by prompt: every point is one setting of the sweep", fontsize=9)
+    figure.suptitle(title, fontsize=9)
     figure.tight_layout()
     figure.savefig(path)
 

@@ -1,0 +1,174 @@
+"""Edit-friendly maps inside existing editing methods: attention control (Prompt-to-Prompt) and semantic guidance
+with implicit masks (LEDITS++-style), against plain edit-friendly editing, on the trained toy model.
+
+    .cache/venv/bin/python benchmarks/editing_methods.py               # about 25 minutes on 2 CPU cores
+    .cache/venv/bin/python benchmarks/editing_methods.py --images 8 --steps 10   # smoke run
+
+The task and measures of benchmarks/quality.py (held-out pictures recoloured by prompt: edit success, shape kept,
+IoU, background error), every method replaying the same maps (one inversion with the source prompt, CFG 2, skip 0)
+through the pack's Custom Sampling route (Edit-Friendly Sampler (Custom Sampling) + a guider), as a user's graph
+runs it. "Model rows per step" is the batch one model call holds per step, in multiples of the latent batch
+(a plain CFG edit: 2); every method makes one model call per step, and the activation memory ComfyUI budgets for a
+call (model.memory_required) grows in proportion to those rows. Also seconds per edit of the whole set.
+Writes docs/editing-methods-results.json, docs/editing-methods-tradeoff.png and docs/editing-methods-edits.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+import conftest  # noqa: E402, F401  (puts ComfyUI on the path, CPU mode, loads the pack)
+
+import comfy.utils  # noqa: E402
+import quality  # noqa: E402
+import toy_model  # noqa: E402
+import toy_shapes  # noqa: E402
+import torch  # noqa: E402
+from edit_friendly_ddpm.nodes import attention_control, pipeline, semantic_guidance  # noqa: E402
+
+DOCS = ROOT / "docs"
+SCHEDULER = quality.SCHEDULER
+STYLES = {
+    "edit-friendly": ("#1f8a8a", "o"),
+    "attention control": ("#c0504d", "s"),
+    "semantic guidance": ("#8064a2", "^"),
+    "semantic guidance + attention control": ("#f79646", "v"),
+}
+
+
+TABLE_HEADER = (
+    "| method | setting | model rows per step | seconds | edit success | shape kept | IoU | background error |\n"
+    "|---|---|---|---|---|---|---|---|"
+)
+
+
+def replay(guider, maps, skip: int) -> torch.Tensor:
+    """The Custom Sampling route: the pack's replay sampler over the maps' sigmas after skip, driven by `guider`."""
+    return pipeline.run_guider(guider, pipeline.edit_friendly_sampler(maps), maps.sigmas[skip:], maps.source_latent, maps.seed)
+
+
+def plain(model, maps, target, empty, cfg):
+    return pipeline.cfg_guider(model, target, empty, cfg)
+
+
+def attention(model, maps, source, target, empty, cfg, self_share, cross_share):
+    return attention_control.AttentionControlGuider(model, maps, source, target, empty, cfg, self_share, cross_share)
+
+
+def semantic(model, maps, base, empty, cfg, concepts):
+    return semantic_guidance.SemanticGuider(model, base, empty, cfg, concepts)
+
+
+def concept(conditioning, scale, direction, steps, threshold, warmup=0):
+    return semantic_guidance.EditConcept(conditioning=conditioning, scale=scale, direction=direction, warmup=warmup, cooldown=steps, threshold=threshold)
+
+
+def settings(args, source, target, empty) -> list[tuple[str, str, int, callable]]:
+    """(method, setting, model rows per step, guider factory(model, maps)) for every row of the table."""
+    rows = []
+    for cfg in args.cfgs:
+        rows.append(("edit-friendly", f"cfg {cfg:g}", 2, lambda m, maps, cfg=cfg: plain(m, maps, target, empty, cfg)))
+    for cfg in args.attention_cfgs:
+        for self_share, cross_share in args.attention:
+            rows.append((
+                "attention control", f"cfg {cfg:g}, self {self_share:g}, cross {cross_share:g}", 3,
+                lambda m, maps, cfg=cfg, s=self_share, c=cross_share: attention(m, maps, source, target, empty, cfg, s, c),
+            ))
+    for scale in args.scales:
+        for threshold in args.thresholds:
+            rows.append((
+                "semantic guidance", f"add target, scale {scale:g}, threshold {threshold:g}", 3,
+                lambda m, maps, scale=scale, t=threshold: semantic(m, maps, source, empty, args.cfg_source, [concept(target, scale, "add", args.steps, t)]),
+            ))
+        for threshold in args.thresholds[:1]:
+            rows.append((
+                "semantic guidance", f"add target, remove source, scale {scale:g}, threshold {threshold:g}", 4,
+                lambda m, maps, scale=scale, t=threshold: semantic(
+                    m, maps, source, empty, args.cfg_source, [concept(target, scale, "add", args.steps, t), concept(source, scale, "remove", args.steps, t)]
+                ),
+            ))
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", type=pathlib.Path, default=toy_model.WEIGHTS)
+    parser.add_argument("--images", type=int, default=50, help="held-out pictures (quality.py's first 50)")
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--skip", type=int, default=0)
+    parser.add_argument("--cfg-source", type=float, default=2.0)
+    parser.add_argument("--cfgs", type=float, nargs="+", default=[3.0, 5.0, 8.0], help="target CFG of plain edits")
+    parser.add_argument("--attention-cfgs", type=float, nargs="+", default=[5.0, 8.0], help="target CFG of attention-controlled edits")
+    parser.add_argument("--attention", type=float, nargs=2, action="append", metavar=("SELF", "CROSS"), help="attention-control windows (default: 0.2 0.6 and 0.4 0.8)")
+    parser.add_argument("--scales", type=float, nargs="+", default=[4.0, 8.0], help="semantic guidance scales")
+    parser.add_argument("--thresholds", type=float, nargs="+", default=[0.8, 0.9], help="semantic guidance mask quantiles (the first also with a remove concept)")
+    parser.add_argument("--chunk", type=int, default=10, help="pictures per inversion and edit")
+    parser.add_argument("--output", type=pathlib.Path, default=DOCS / "editing-methods-results.json")
+    args = parser.parse_args()
+    args.attention = args.attention or [(0.2, 0.6), (0.4, 0.8)]
+    torch.set_grad_enabled(False)
+    comfy.utils.PROGRESS_BAR_ENABLED = False
+    model, clip = toy_model.load(args.weights)
+    prompts = quality.Prompts(clip)
+    scenes = toy_shapes.draw(args.images, quality.HELD_OUT_SEED)
+    targets = quality.edit_targets(scenes)
+    samples = toy_model.to_latent(scenes.images)["samples"]
+    captions = scenes.captions
+    target_captions = [toy_shapes.caption(c, s) for c, s in zip(targets, scenes.shapes)]
+    reading = toy_shapes.classify(scenes.images)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.images} held-out pictures, {args.steps} steps, skip {args.skip}")
+    # Chunks of pictures: ComfyUI's memory estimate, made for full-size models, would otherwise split a call of the
+    # whole set, and attention control refuses a call that cannot hold its source branch.
+    outputs, seconds, reconstruction = {}, {}, {}
+    for start in range(0, args.images, args.chunk):
+        chunk = slice(start, start + args.chunk)
+        source, target = prompts(captions[chunk]), prompts(target_captions[chunk])
+        empty = prompts([""] * len(captions[chunk]))
+        maps = pipeline.invert(model, source, empty, {"samples": samples[chunk]}, args.steps, args.cfg_source, SCHEDULER, 1.0, 0)
+        for method, setting, batch_rows, make in settings(args, source, target, empty):
+            started = time.time()
+            output = replay(make(model, maps), maps, args.skip)
+            key = (method, setting, batch_rows)
+            seconds[key] = seconds.get(key, 0.0) + time.time() - started
+            outputs.setdefault(key, []).append(output)
+        if start == 0:
+            checks = {
+                "attention control": attention(model, maps, source, source, empty, args.cfg_source, 1.0, 1.0),
+                "semantic guidance (inactive concept)": semantic(model, maps, source, empty, args.cfg_source, [concept(target, 0.0, "add", args.steps, 0.9)]),
+            }
+            for name, guider in checks.items():
+                reconstruction[name] = float((replay(guider, maps, 0) - samples[chunk]).abs().max())
+                print(f"{name} with the source prompt: reconstruction max |error| {reconstruction[name]:.1e}", flush=True)
+        print(f"pictures {start}-{min(args.images, start + args.chunk) - 1} done", flush=True)
+    print(TABLE_HEADER)
+    rows, examples = [], {"input": samples}
+    for (method, setting, batch_rows), parts in outputs.items():
+        output = torch.cat(parts)
+        row = {"method": method, "setting": setting, "rows_per_step": batch_rows, "seconds": seconds[(method, setting, batch_rows)],
+               **quality.score(samples, output, reading, targets, scenes.shapes)}
+        rows.append(row)
+        examples[f"{method} {setting}"] = output
+        print(f"| {method} | {setting} | {batch_rows} | {row['seconds']:.0f} | {100 * row['success']:.0f}% | {100 * row['shape_kept']:.0f}% | {row['iou']:.3f} | {row['background_error']:.3f} |", flush=True)
+    result = {"images": args.images, "steps": args.steps, "skip": args.skip, "cfg_source": args.cfg_source, "rows": rows,
+              "reconstruction": reconstruction}
+    args.output.write_text(json.dumps(result, indent=1) + "\n")
+    panels = (("shape_kept", "shape kept (higher is better)"), *quality.PANELS)
+    title = "Toy model, held-out pictures, colour edits replaying the same edit-friendly maps: one point per setting"
+    quality.plot_tradeoff(rows, DOCS / "editing-methods-tradeoff.png", STYLES, panels, title)
+    best = {}
+    for row in rows:  # per method, the setting with the lowest background error among those at 90% success or more
+        if row["success"] >= 0.9 and (row["method"] not in best or row["background_error"] < best[row["method"]][0]):
+            best[row["method"]] = (row["background_error"], f"{row['method']} {row['setting']}")
+    chosen = ["input"] + [name for _, name in best.values()]
+    quality.save_grid(torch.cat([toy_model.to_images(examples[k][:8]) for k in chosen]), DOCS / "editing-methods-edits.png", 8)
+    print(f"grid rows: {chosen}; wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
