@@ -16,7 +16,7 @@ import torch
 import toy_model
 import toy_shapes
 import train_toy
-from edit_friendly_ddpm.nodes import pipeline
+from edit_friendly_ddpm.nodes import flowedit, pipeline
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +111,12 @@ def untrained():
 def trained():
     """The shipped trained weights (benchmarks/toy-model.safetensors, made by benchmarks/train_toy.py)."""
     return toy_model.load()
+
+
+@pytest.fixture(scope="module")
+def trained_flow():
+    """The shipped rectified-flow toy (benchmarks/toy-flow-model.safetensors, made by train_toy.py --kind flow)."""
+    return toy_model.load(toy_model.FLOW_WEIGHTS)
 
 
 def test_shipped_model_draws_the_named_colour(trained):
@@ -213,3 +219,43 @@ def test_training_runs_and_writes_weights_and_plot(tmp_path):
     assert (tmp_path / "loss.png").stat().st_size > 1000
     patcher, _ = toy_model.load(tmp_path / "toy.safetensors")
     assert patcher.model.latent_format.latent_channels == 3
+
+
+def test_shipped_flow_model_is_comfyuis_flow_sampling_and_draws_the_named_colour(trained_flow):
+    patcher, clip = trained_flow
+    model_sampling = patcher.get_model_object("model_sampling")
+    assert isinstance(model_sampling, comfy.model_sampling.ModelSamplingDiscreteFlow)
+    assert isinstance(model_sampling, comfy.model_sampling.CONST)
+    assert model_sampling.shift == toy_model.FLOW_SHIFT and float(model_sampling.sigma_max) == 1.0
+    prompts = quality.Prompts(clip)
+    pairs = toy_shapes.training_pairs()
+    captions = [toy_shapes.caption(c, s) for c, s in pairs for _ in range(2)]
+    with torch.no_grad():
+        samples = baselines.generate(patcher, prompts(captions), prompts([""] * len(captions)), (len(captions), 3, 32, 32), 20, 5.0, "simple", 3, "euler")
+    reading = toy_shapes.classify(toy_model.to_images(samples))
+    wanted = [c for c, _ in pairs for _ in range(2)]
+    assert sum(a == b for a, b in zip(reading.colours, wanted)) / len(wanted) >= 0.6
+
+
+def test_pack_inverts_the_flow_toy_exactly_and_flowedit_keeps_it_under_the_source_prompt(trained_flow):
+    patcher, clip = trained_flow
+    latent, source, empty = two_pictures(clip, 5)
+    with torch.no_grad():
+        for rule in ("ddpm", "dpmpp_2m_sde"):
+            maps = pipeline.invert(patcher, source, empty, latent, 6, 2.0, "simple", 1.0, 0, rule=rule)
+            assert (pipeline.regenerate(patcher, source, empty, maps, 2.0, 0) - latent["samples"]).abs().max() < 1e-4
+        kept = flowedit.flowedit(patcher, source, empty, source, empty, latent, 6, 0, 0, 1, 2.0, 2.0, "simple", 0)
+        moved = flowedit.flowedit(patcher, source, empty, quality.Prompts(clip)(["a blue circle"] * 2), empty, latent, 6, 0, 0, 1, 2.0, 5.0, "simple", 0)
+    assert (kept - latent["samples"]).abs().max() < 1e-4
+    assert (moved - latent["samples"]).abs().mean() > 0.01
+
+
+def test_flow_training_runs_and_its_file_says_flow(tmp_path):
+    torch.set_grad_enabled(True)
+    model, clip, history, _ = train_toy.train(steps=2, batch=4, seed=1, peak_lr=1e-3, log_every=1, kind="flow")
+    assert len(history) == 2 and all(torch.isfinite(torch.tensor(loss)) for _, loss in history)
+    toy_model.save(tmp_path / "flow.safetensors", model, clip, {"steps": 2, "kind": "flow"})
+    patcher, _ = toy_model.load(tmp_path / "flow.safetensors")
+    assert isinstance(patcher.get_model_object("model_sampling"), comfy.model_sampling.CONST)
+    eps, _ = toy_model.load()  # the first toy's file predates the key: it stays an EPS model
+    assert isinstance(eps.get_model_object("model_sampling"), comfy.model_sampling.EPS)
