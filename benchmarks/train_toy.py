@@ -131,7 +131,7 @@ def plot_loss(history, path: pathlib.Path, title: str) -> None:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=2400)
+    parser.add_argument("--steps", type=int, help="default: 2400 (eps), 1800 (flow: what fits about 30 minutes on a CPU shared with other work)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seed", type=int, default=20261130)
     parser.add_argument("--lr", type=float, default=2e-3)
@@ -140,6 +140,7 @@ def main():
     parser.add_argument("--plot", type=pathlib.Path, help="default: docs/toy-training-loss.png (eps) or docs/toy-flow-training-loss.png (flow)")
     args = parser.parse_args()
     flow = args.kind == "flow"
+    args.steps = args.steps or (1800 if flow else 2400)
     args.out = args.out or (toy_model.FLOW_WEIGHTS if flow else toy_model.WEIGHTS)
     args.plot = args.plot or ROOT / "docs" / ("toy-flow-training-loss.png" if flow else "toy-training-loss.png")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
