@@ -10,7 +10,8 @@ through the pack's Custom Sampling route (Edit-Friendly Sampler (Custom Sampling
 runs it. "Model rows per step" is the batch one model call holds per step, in multiples of the latent batch
 (a plain CFG edit: 2); every method makes one model call per step, and the activation memory ComfyUI budgets for a
 call (model.memory_required) grows in proportion to those rows. Also seconds per edit of the whole set.
-Writes docs/editing-methods-results.json, docs/editing-methods-tradeoff.png and docs/editing-methods-edits.png.
+Writes docs/editing-methods-results.json, docs/editing-methods-tradeoff.png and docs/editing-methods-edits.png (named
+after --output).
 """
 
 from __future__ import annotations
@@ -72,15 +73,15 @@ def concept(conditioning, scale, direction, steps, threshold, warmup=0):
 def settings(args, source, target, empty) -> list[tuple[str, str, int, callable]]:
     """(method, setting, model rows per step, guider factory(model, maps)) for every row of the table."""
     rows = []
-    for cfg in args.cfgs:
+    for cfg in args.cfgs if "plain" in args.methods else []:
         rows.append(("edit-friendly", f"cfg {cfg:g}", 2, lambda m, maps, cfg=cfg: plain(m, maps, target, empty, cfg)))
-    for cfg in args.attention_cfgs:
+    for cfg in args.attention_cfgs if "attention" in args.methods else []:
         for self_share, cross_share in args.attention:
             rows.append((
                 "attention control", f"cfg {cfg:g}, self {self_share:g}, cross {cross_share:g}", 3,
                 lambda m, maps, cfg=cfg, s=self_share, c=cross_share: attention(m, maps, source, target, empty, cfg, s, c),
             ))
-    for scale in args.scales:
+    for scale in args.scales if "semantic" in args.methods else []:
         for threshold in args.thresholds:
             rows.append((
                 "semantic guidance", f"add target, scale {scale:g}, threshold {threshold:g}", 3,
@@ -108,6 +109,7 @@ def main():
     parser.add_argument("--attention", type=float, nargs=2, action="append", metavar=("SELF", "CROSS"), help="attention-control windows (default: 0.2 0.6 and 0.4 0.8)")
     parser.add_argument("--scales", type=float, nargs="+", default=[4.0, 8.0], help="semantic guidance scales")
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.8, 0.9], help="semantic guidance mask quantiles (the first also with a remove concept)")
+    parser.add_argument("--methods", nargs="+", default=["plain", "attention", "semantic"], choices=["plain", "attention", "semantic"])
     parser.add_argument("--chunk", type=int, default=10, help="pictures per inversion and edit")
     parser.add_argument("--output", type=pathlib.Path, default=DOCS / "editing-methods-results.json")
     args = parser.parse_args()
@@ -160,13 +162,14 @@ def main():
     args.output.write_text(json.dumps(result, indent=1) + "\n")
     panels = (("shape_kept", "shape kept (higher is better)"), *quality.PANELS)
     title = "Toy model, held-out pictures, colour edits replaying the same edit-friendly maps: one point per setting"
-    quality.plot_tradeoff(rows, DOCS / "editing-methods-tradeoff.png", STYLES, panels, title)
+    stem = args.output.name.removesuffix("-results.json")  # the pictures are named after the JSON file
+    quality.plot_tradeoff(rows, args.output.with_name(f"{stem}-tradeoff.png"), STYLES, panels, title)
     best = {}
     for row in rows:  # per method, the setting with the lowest background error among those at 90% success or more
         if row["success"] >= 0.9 and (row["method"] not in best or row["background_error"] < best[row["method"]][0]):
             best[row["method"]] = (row["background_error"], f"{row['method']} {row['setting']}")
     chosen = ["input"] + [name for _, name in best.values()]
-    quality.save_grid(torch.cat([toy_model.to_images(examples[k][:8]) for k in chosen]), DOCS / "editing-methods-edits.png", 8)
+    quality.save_grid(torch.cat([toy_model.to_images(examples[k][:8]) for k in chosen]), args.output.with_name(f"{stem}-edits.png"), 8)
     print(f"grid rows: {chosen}; wrote {args.output}")
 
 
