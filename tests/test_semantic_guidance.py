@@ -6,17 +6,12 @@ guidance term of one step is checked against the predictions of ComfyUI's own CF
 """
 
 import copy
-import ctypes
-import ctypes.util
-import gc
-import os
-import threading
 import time
 
 import comfy.samplers
 import comfy_extras.nodes_custom_sampler as custom_sampler
-import psutil
 import pytest
+import speed  # benchmarks/speed.py: its peak-memory probe
 import tiny_image_families
 import tiny_models
 import tiny_video_families
@@ -394,37 +389,6 @@ def test_schema_of_the_nodes():
 # ---------------------------------------------------------------------------------------------------- cost
 
 
-try:
-    _LIBC = ctypes.CDLL(ctypes.util.find_library("c"))
-except OSError:  # not glibc: the rise may then hide in freed memory the allocator kept
-    _LIBC = None
-
-
-class PeakRSS:
-    """Peak resident memory rise while the block runs, sampled every 2 ms (CPU), from what is in use at its start."""
-
-    def __enter__(self):
-        gc.collect()
-        if hasattr(_LIBC, "malloc_trim"):
-            _LIBC.malloc_trim(0)  # hand freed heap pages back, so that the rise does not hide in the allocator's cache
-        self.process = psutil.Process(os.getpid())
-        self.start = self.peak = self.process.memory_info().rss
-        self.running = True
-        self.thread = threading.Thread(target=self._watch, daemon=True)
-        self.thread.start()
-        return self
-
-    def _watch(self):
-        while self.running:
-            self.peak = max(self.peak, self.process.memory_info().rss)
-            time.sleep(0.002)
-
-    def __exit__(self, *exc):
-        self.running = False
-        self.thread.join()
-        self.rise = self.peak - self.start
-
-
 def test_cost_of_one_edit_against_a_plain_cfg_edit():
     """Printed for the cost table (not asserted): time and peak memory of one edit on tiny SD1.5, 16x16 latent, 20 steps.
 
@@ -451,7 +415,7 @@ def test_cost_of_one_edit_against_a_plain_cfg_edit():
             walls.append(time.perf_counter() - wall)
             cpus.append(time.process_time() - cpu)
         assert torch.isfinite(output).all()
-        with PeakRSS() as memory:
+        with speed.PeakMemory() as memory:
             run_custom(make(tiny.patcher), maps, skip=4)
         patched, calls = counting_model_calls(tiny.patcher)
         run_custom(make(patched), maps, skip=4)
