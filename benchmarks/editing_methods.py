@@ -31,7 +31,7 @@ import quality  # noqa: E402
 import toy_model  # noqa: E402
 import toy_shapes  # noqa: E402
 import torch  # noqa: E402
-from edit_friendly_ddpm.nodes import attention_control, pipeline, semantic_guidance  # noqa: E402
+from edit_friendly_ddpm.nodes import attention_control, pipeline, prompt_pair, semantic_guidance  # noqa: E402
 
 DOCS = ROOT / "docs"
 SCHEDULER = quality.SCHEDULER
@@ -56,6 +56,18 @@ def replay(guider, maps, skip: int) -> torch.Tensor:
 
 def plain(model, maps, target, empty, cfg):
     return pipeline.cfg_guider(model, target, empty, cfg)
+
+
+def as_prompt_pairs(clip, source, target, source_captions, target_captions):
+    """The batched prompts with the tokens Edit-Friendly Prompt Pair keeps for one picture, once every picture's pair is
+    checked to line up as that node's would be (the captions differ in their colour word, one token each)."""
+    def words(text):
+        return {prompt_pair.WORDS_KEY: {"text": text, "tokens": prompt_pair.prompt_tokens(clip.tokenize(text))}}
+
+    for pair in zip(source_captions, target_captions):
+        prompt_pair.check_word_swap(*([[None, words(text)]] for text in pair))
+    return ([[tensor, {**options, **words(captions[0])}] for tensor, options in conditioning]
+            for conditioning, captions in ((source, source_captions), (target, target_captions)))
 
 
 def attention(model, maps, source, target, empty, cfg, self_share, cross_share):
@@ -130,7 +142,7 @@ def main():
     outputs, seconds, reconstruction = {}, {}, {}
     for start in range(0, args.images, args.chunk):
         chunk = slice(start, start + args.chunk)
-        source, target = prompts(captions[chunk]), prompts(target_captions[chunk])
+        source, target = as_prompt_pairs(clip, prompts(captions[chunk]), prompts(target_captions[chunk]), captions[chunk], target_captions[chunk])
         empty = prompts([""] * len(captions[chunk]))
         maps = pipeline.invert(model, source, empty, {"samples": samples[chunk]}, args.steps, args.cfg_source, SCHEDULER, 1.0, 0)
         for method, setting, batch_rows, make in settings(args, source, target, empty):

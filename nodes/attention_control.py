@@ -5,8 +5,8 @@ latent at each step carries the real image's attention. The source branch is bat
 and unconditional passes in one model call (branches.calc_branches); its output is not used. During the first part of
 the replayed steps, the target's conditional pass attends with the source's weights and its own values,
 softmax(q_src k_src^T) v_target: in self-attention (the source's image queries and keys) and in cross-attention (the
-source's image queries and text keys, where the prompts line up token for token: P2P's word swap). The unconditional
-pass is left alone, as in Prompt-to-Prompt.
+source's image queries and text keys, where the prompts line up token for token: P2P's word swap, checked on the
+tokens that prompt_pair keeps). The unconditional pass is left alone, as in Prompt-to-Prompt.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import torch
 from .branches import Branch, calc_branches
 from .noise_maps import NoiseMaps
 from .pipeline import batch_fits, model_fingerprint
+from .prompt_pair import check_word_swap
 from .validation import EditFriendlyInputError, check_in_range, check_maps_fit_model
 
 TARGET, NEGATIVE, SOURCE = 0, 1, 2
@@ -230,6 +231,8 @@ def check_attention_control(
             "A ControlNet (or GLIGEN) on the target prompt must be on the source prompt too, the same one (apply it to "
             "both in one node): ComfyUI batches the two branches together only then."
         )
+    if cross_attention > 0:
+        check_word_swap(source_positive, positive)
     source_tokens, target_tokens = token_count(source_positive), token_count(positive)
     if source_tokens != target_tokens and (cross_attention > 0 or layout.equal_tokens):
         reason = (

@@ -77,6 +77,7 @@ SOCKETS = {
     # fps is a widget that also takes a link (the frontend lists such an input with its widget's name).
     "CreateVideo": ([("images", "IMAGE"), ("audio", "AUDIO", True), ("fps", "FLOAT", False, "widget")], [("VIDEO", "VIDEO")]),
     "SaveVideo": ([("video", "VIDEO")], []),
+    "EditFriendlyPromptPair": ([("clip", "CLIP")], [("source", "CONDITIONING"), ("target", "CONDITIONING")]),
     "EditFriendlyAttentionControl": (
         [("model", "MODEL"), ("noise_maps", "EF_NOISE_MAPS"), ("source_positive", "CONDITIONING"), ("positive", "CONDITIONING"),
          ("negative", "CONDITIONING")],
@@ -130,6 +131,7 @@ MIN_SIZES = {
     "CreateVideo": (260, 80),
     "SamplerCustomAdvanced": (230, 120),
     "EditFriendlyAttentionControl": (240, 230),
+    "EditFriendlyPromptPair": (300, 200),
     "EditFriendlyEditConcept": (230, 220),
     "EditFriendlySemanticGuider": (240, 170),
     "EditFriendlyFlowEdit": (230, 410),
@@ -276,12 +278,19 @@ class Workflow:
         }
 
 
-def _common(wf: Workflow, source_prompt=SOURCE_PROMPT, variations=None, inversion_widgets=None):
-    """Checkpoint, image, encode, source prompt, negative prompt and inversion (paper defaults unless `inversion_widgets`)."""
+def _common(wf: Workflow, source_prompt=SOURCE_PROMPT, variations=None, inversion_widgets=None, target_prompt=None):
+    """Checkpoint, image, encode, source prompt, negative prompt and inversion (paper defaults unless `inversion_widgets`).
+
+    With `target_prompt`, the source prompt is the first output of an Edit-Friendly Prompt Pair and the target its second.
+    """
     ckpt = wf.node("CheckpointLoaderSimple", [CHECKPOINT], col=0, row=0, size=(320, 100))
     image = wf.node("LoadImage", [IMAGE, "image"], col=0, row=3, size=(320, 360))
     latent = wf.node("VAEEncode", col=1, row=9, pixels=(image, 0), vae=(ckpt, 2), size=(220, 50))
-    source = wf.node("CLIPTextEncode", [source_prompt], col=1, row=0, title="Source prompt (describes the input image)", clip=(ckpt, 1))
+    if target_prompt is None:
+        source = wf.node("CLIPTextEncode", [source_prompt], col=1, row=0, title="Source prompt (describes the input image)", clip=(ckpt, 1))
+    else:
+        source = wf.node("EditFriendlyPromptPair", [source_prompt, target_prompt], col=1, row=0, size=(320, 260),
+                         title="Source and target prompts (one word swapped)", clip=(ckpt, 1))
     negative = wf.node("CLIPTextEncode", [NEGATIVE_PROMPT], col=1, row=4, title="Negative prompt", clip=(ckpt, 1))
     widgets = inversion_widgets or [STEPS, SOURCE_CFG, "ddim_uniform", 1.0, 0, "fixed"] + ([variations] if variations else [])
     inversion = wf.node(
@@ -564,11 +573,10 @@ P2P_SKIP, P2P_TARGET_CFG, P2P_SELF_ATTENTION, P2P_CROSS_ATTENTION = 12, 9.0, 0.2
 
 def attention_control_edit() -> Workflow:
     wf = Workflow("attention_control_edit")
-    ckpt, image, negative, inversion, source, latent = _common(wf)
-    target = wf.node("CLIPTextEncode", [P2P_TARGET_PROMPT], col=2, row=7, title="Target prompt (one word swapped)", clip=(ckpt, 1))
+    ckpt, image, negative, inversion, prompts, latent = _common(wf, target_prompt=P2P_TARGET_PROMPT)
     custom = wf.node("EditFriendlySamplerCustom", [P2P_SKIP], col=3, row=0, size=(320, 120), noise_maps=(inversion, 0))
     guider = wf.node("EditFriendlyAttentionControl", [P2P_TARGET_CFG, P2P_SELF_ATTENTION, P2P_CROSS_ATTENTION], col=3, row=4, size=(320, 230),
-                     model=(ckpt, 0), noise_maps=(inversion, 0), source_positive=(source, 0), positive=(target, 0), negative=(negative, 0))
+                     model=(ckpt, 0), noise_maps=(inversion, 0), source_positive=(prompts, 0), positive=(prompts, 1), negative=(negative, 0))
     noise = wf.node("DisableNoise", col=3, row=10, size=(220, 30), title="DisableNoise (the maps are the noise)")
     sampled = wf.node("SamplerCustomAdvanced", col=4, row=0, size=(300, 140),
                       noise=(noise, 0), guider=(guider, 0), sampler=(custom, 0), sigmas=(custom, 1), latent_image=(custom, 2))
@@ -584,8 +592,9 @@ def attention_control_edit() -> Workflow:
         "replayed steps.\n"
         f"* `cross_attention` {P2P_CROSS_ATTENTION:g}: the source's cross-attention maps for the first {P2P_CROSS_ATTENTION:.0%} "
         "(where each word acts). They map the prompts token for token, so the target swaps words one for one: "
-        "*tabby cat* becomes *tabby tiger*, the same token count (the node refuses prompts of different lengths; set "
-        "`cross_attention` to 0 to reword freely).\n"
+        "*tabby cat* becomes *tabby tiger*, one token each. **Edit-Friendly Prompt Pair** encodes both prompts and keeps "
+        "their tokens, so that a target that adds, removes or lengthens a word is refused before sampling, naming the "
+        "words (set `cross_attention` to 0 to reword freely).\n"
         f"* The paper's settings for P2P: inversion `steps` {STEPS}, source `cfg` {SOURCE_CFG}; `skip` {P2P_SKIP}, target `cfg` "
         f"{P2P_TARGET_CFG:g}. A smaller skip than the plain edit's {SKIP}: the attention keeps the structure instead.\n\n"
         "While a control is on, a step costs about 1.5x a plain edit's batch (one more branch in the same model call). "

@@ -18,7 +18,7 @@ import tiny_image_families
 import tiny_models
 import tiny_video_families
 import torch
-from edit_friendly_ddpm.nodes import attention_control, pipeline
+from edit_friendly_ddpm.nodes import attention_control, pipeline, prompt_pair
 from edit_friendly_ddpm.nodes.attention_control import PLAN_KEY, CallPlan, Layout, dit_attention_override
 from edit_friendly_ddpm.nodes.attention_nodes import EditFriendlyAttentionControl
 from edit_friendly_ddpm.nodes.comfy_nodes import EditFriendlySamplerCustom
@@ -51,7 +51,21 @@ def invert(tiny, latent, source, negative, steps=STEPS):
     return pipeline.invert(tiny.patcher, source, negative, latent, steps, 3.5, "simple", 1.0, seed=0)
 
 
-def attention_guider(model, maps, source, target, negative, cfg, self_attention, cross_attention):
+def as_prompt_pair(source, target):
+    """The pair as Edit-Friendly Prompt Pair gives it for a one-word swap (its tokens beside each conditioning): the
+    tiny models have no tokenizer. tests/test_prompt_pair.py covers the node and the check on real tokenizers."""
+    def with_words(conditioning, tokens):
+        return [[tensor, {**options, prompt_pair.WORDS_KEY: {"text": "a photo", "tokens": {"t5xxl": tokens}}}] for tensor, options in conditioning]
+
+    slots = tuple(range(77))
+    swapped = slots if source is target else (slots[0], 1000, *slots[2:])
+    return with_words(source, slots), with_words(target, swapped)
+
+
+def attention_guider(model, maps, source, target, negative, cfg, self_attention, cross_attention, words=True):
+    """The node's GUIDER; with `words`, the prompts first go through as_prompt_pair."""
+    if words and prompt_pair.WORDS_KEY not in source[0][1]:
+        source, target = as_prompt_pair(source, target)
     (guider,) = EditFriendlyAttentionControl.execute(model, maps, source, target, negative, cfg, self_attention, cross_attention).result
     return guider
 

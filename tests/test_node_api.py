@@ -31,6 +31,7 @@ PUBLIC_INPUTS = {
         "model": None, "noise_maps": None, "source_positive": None, "positive": None, "negative": None,
         "cfg": 9.0, "self_attention": 0.2, "cross_attention": 0.6,
     },
+    "EditFriendlyPromptPair": {"clip": None, "source_prompt": None, "target_prompt": None},
     "EditFriendlyEditConcept": {
         "conditioning": None, "scale": 5.0, "direction": "add", "warmup": 0, "cooldown": 1000, "threshold": 0.9, "concepts": None,
     },
@@ -53,6 +54,7 @@ DISPLAY_NAMES = {
     "EditFriendlyLoadNoiseMaps": "Load Noise Maps",
     "EditFriendlyNoiseMapPreview": "Noise Map Preview",
     "EditFriendlyAttentionControl": "Edit-Friendly Attention Control",
+    "EditFriendlyPromptPair": "Edit-Friendly Prompt Pair",
     "EditFriendlyEditConcept": "Edit Concept",
     "EditFriendlySemanticGuider": "Edit-Friendly Semantic Guidance",
     "EditFriendlyFlowEdit": "FlowEdit",
@@ -124,9 +126,10 @@ def test_edit_concepts_socket_is_the_custom_type():
 @pytest.mark.parametrize("node, kind", [
     ("EditFriendlyAttentionControl", "GUIDER"), ("EditFriendlySemanticGuider", "GUIDER"), ("EditFriendlyFlowEdit", "LATENT"),
     ("EditFriendlyFlowEditGuider", "GUIDER"), ("EditFriendlyFlowEditSampler", "SAMPLER"),
+    ("EditFriendlyPromptPair", ["CONDITIONING", "CONDITIONING"]),
 ])
 def test_editing_nodes_output_comfyuis_types(node, kind):
-    assert info_of(node)["output"] == [kind]
+    assert info_of(node)["output"] == (kind if isinstance(kind, list) else [kind])
 
 
 @pytest.mark.parametrize("node", ["EditFriendlyDDPMInversion", "EditFriendlyFlowEdit"])

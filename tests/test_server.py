@@ -42,6 +42,7 @@ OUTPUTS = {
     "EditFriendlyLoadNoiseMaps": ["EF_NOISE_MAPS"],
     "EditFriendlyNoiseMapPreview": ["IMAGE", "IMAGE"],
     "EditFriendlyAttentionControl": ["GUIDER"],
+    "EditFriendlyPromptPair": ["CONDITIONING", "CONDITIONING"],
     "EditFriendlyEditConcept": ["EF_EDIT_CONCEPTS"],
     "EditFriendlySemanticGuider": ["GUIDER"],
     "EditFriendlyFlowEdit": ["LATENT"],

@@ -13,7 +13,7 @@ import json
 import shutil
 
 import make_example_workflows
-from comfy_server import PACK_NAME
+from comfy_server import PACK_NAME, execution_error
 import numpy as np
 import pytest
 import torch
@@ -291,11 +291,13 @@ def test_attention_control_example_uses_the_papers_p2p_settings(object_info):
     assert prompt[one(prompt, "EditFriendlySamplerCustom")]["inputs"]["skip"] == 12
     assert (control["cfg"], control["self_attention"], control["cross_attention"]) == (9.0, 0.2, 0.6)
     assert control["source_positive"] == inversion["positive"] and control["negative"] == inversion["negative"]
+    pair = one(prompt, "EditFriendlyPromptPair")
+    assert (control["source_positive"], control["positive"]) == ([pair, 0], [pair, 1])
     advanced = prompt[one(prompt, "SamplerCustomAdvanced")]["inputs"]
     assert advanced["guider"] == [one(prompt, "EditFriendlyAttentionControl"), 0]
     assert advanced["noise"] == [one(prompt, "DisableNoise"), 0]
     # Cross-attention control maps the target's tokens onto the source's one for one: a one-token word swap.
-    source, target = (sd1_tokens(prompt[control[name][0]]["inputs"]["text"]) for name in ("source_positive", "positive"))
+    source, target = (sd1_tokens(prompt[pair]["inputs"][name]) for name in ("source_prompt", "target_prompt"))
     assert len(source) == len(target) and sum(a != b for a, b in zip(source, target)) == 1, (source, target)
 
 
@@ -331,6 +333,20 @@ def test_attention_control_example_edits_and_gives_the_input_back(server, object
     assert reconstruction.shape == expected.shape == (SIZE, SIZE, 3)
     assert np.abs(reconstruction - expected).max() <= EXACT
     assert (saved_latent(server, entry, "920") - source).abs().max().item() <= LATENT_TOLERANCE
+
+
+def test_attention_control_example_refuses_an_inserted_word_before_sampling(server, object_info):
+    """Through /prompt: the pair's tokens reach the guider, which names the inserted word; the server goes on."""
+    prompt = example_prompt("attention_control_edit", object_info, seed=3008, steps=CONTROLLED_STEPS)
+    pair, control = one(prompt, "EditFriendlyPromptPair"), one(prompt, "EditFriendlyAttentionControl")
+    prompt[pair]["inputs"]["target_prompt"] = "a close-up photo of a big tabby tiger"
+    entry = server.run(prompt, timeout=180)
+    error = execution_error(entry)
+    assert error is not None and error["exception_type"].endswith("EditFriendlyInputError"), entry["status"]
+    assert error["node_id"] == control  # the node checks as it makes the GUIDER, before SamplerCustomAdvanced runs
+    assert 'inserts "big"' in error["exception_message"] and "cross_attention to 0" in error["exception_message"]
+    prompt[control]["inputs"]["cross_attention"] = 0.0  # self-attention control takes any prompts
+    run(server, object_info, prompt)
 
 
 # -- h. semantic guidance (edit concepts) ---------------------------------------------------------------
