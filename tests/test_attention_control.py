@@ -279,6 +279,39 @@ def test_comfyui_loads_the_model_with_room_for_three_passes(monkeypatch):
     assert estimated == [[3, 4, 8, 8]]  # ComfyUI doubles it: room for 6 latents, the call's 3 x 2
 
 
+def test_a_controlnet_on_both_prompts_runs_on_the_source_branchs_own_latent(monkeypatch):
+    """ComfyUI runs a cond's ControlNet on the latent it samples (the target's); the source branch, fed the recorded
+    latents, must get residuals of those, or its attention is not the real image's."""
+    import comfy.controlnet
+    import nodes as comfy_core_nodes
+
+    tiny = tiny_models.sd15_eps(seed=0)
+    latent = latent_for(tiny)
+    source, target, negative = tiny.conditioning(1), tiny.conditioning(7), tiny.conditioning(2)
+    hint = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(4))  # an IMAGE, 8x the latent's size
+    source, target = comfy_core_nodes.ControlNetApplyAdvanced().apply_controlnet(
+        source, target, tiny_models.sd15_controlnet(tiny, seed=3), hint, 1.0, 0.0, 1.0)
+    maps = invert(tiny, latent, source, negative)
+    seen = []
+    get_control = comfy.controlnet.ControlNet.get_control
+
+    def recording(self, x_noisy, *args, **kwargs):  # observes the latents the ControlNet runs on, changes nothing
+        seen.append(x_noisy.clone())
+        return get_control(self, x_noisy, *args, **kwargs)
+
+    monkeypatch.setattr(comfy.controlnet.ControlNet, "get_control", recording)
+    edited = run(attention_guider(tiny.patcher, maps, source, target, negative, 7.0, 1.0, 1.0), maps)
+    assert distance(edited, latent["samples"]) > 1e-2
+    # The source branch runs at every step after the first (where both branches still share their latent).
+    for step in range(1, maps.steps):
+        recorded = maps.noisy_latents[step]
+        assert any(torch.equal(rows, recorded) for x in seen for rows in x.split(recorded.shape[0])), f"step {step}"
+    monkeypatch.undo()
+    # With the source prompt on both branches, still the input back.
+    back = run(attention_guider(tiny.patcher, maps, source, source, negative, 3.5, 1.0, 1.0), maps)
+    assert distance(back, latent["samples"]) <= 1e-5
+
+
 # ------------------------------------------------------------------------------------ (4) refusals before any call
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import types
 
 import comfy.samplers
 import comfy_extras.nodes_custom_sampler as custom_sampler
@@ -12,7 +13,10 @@ import pytest
 import tiny_image_families
 import tiny_models
 import tiny_video_families
+import toy_model
+import toy_shapes
 import torch
+import nodes as comfy_core_nodes
 from comfy_extras import nodes_flux
 from edit_friendly_ddpm.nodes import flowedit
 from edit_friendly_ddpm.nodes.flowedit_nodes import EditFriendlyFlowEdit, EditFriendlyFlowEditGuider, EditFriendlyFlowEditSampler
@@ -193,17 +197,38 @@ def test_the_batched_guider_and_sampler_follow_the_papers_algorithm(name, n_min)
     tiny, latent, _ = family(name)
     source, target, negative = tiny.conditioning(1), tiny.conditioning(7), tiny.conditioning(2)
     ours = run_node(tiny, latent, source, target, 3.5, 13.5, n_min=n_min, seed=11)
-
-    reference = TwoPromptGuider(tiny.patcher)
-    reference.set_conds(target, negative)
-    reference.inner_set_conds({"source_positive": source, "source_negative": negative})
-    reference.set_cfg(13.5)
-    reference.source_cfg = 3.5
-    sigmas = comfy.samplers.calculate_sigmas(tiny.patcher.get_model_object("model_sampling"), "simple", STEPS)[SKIP:]
-    sampler = comfy.samplers.KSAMPLER(paper_flowedit, extra_options={"n_min": n_min, "seed": 11, "flow_time": FLOW_TIME[name]})
-    expected = reference.sample(torch.zeros_like(latent["samples"]), latent["samples"], sampler, sigmas, seed=0)
+    expected = paper_result(tiny.patcher, latent, source, target, negative, 3.5, 13.5, n_min, 11, FLOW_TIME[name])
     assert (ours - expected).abs().max().item() <= 1e-4 * expected.abs().max().item()
     assert (ours - latent["samples"]).abs().max().item() > 0.1  # an edit, not the identity
+
+
+def paper_result(model, latent, source, target, negative, source_cfg, cfg, n_min, seed, flow_time):
+    """paper_flowedit through TwoPromptGuider: each branch in a model call of its own latents."""
+    reference = TwoPromptGuider(model)
+    reference.set_conds(target, negative)
+    reference.inner_set_conds({"source_positive": source, "source_negative": negative})
+    reference.set_cfg(cfg)
+    reference.source_cfg = source_cfg
+    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "simple", STEPS)[SKIP:]
+    sampler = comfy.samplers.KSAMPLER(paper_flowedit, extra_options={"n_min": n_min, "seed": seed, "flow_time": flow_time})
+    return reference.sample(torch.zeros_like(latent["samples"]), latent["samples"], sampler, sigmas, seed=0)
+
+
+def test_a_controlnet_on_both_prompts_runs_on_each_branchs_own_latent():
+    """ComfyUI runs a ControlNet on the latent it samples; the source branch, batched beside it, gets residuals of its
+    own latent (as the paper's two model calls give it). On the flow toy: a real SD1.5-layout UNet and ControlNet."""
+    patcher, clip = toy_model.load(toy_model.FLOW_WEIGHTS)
+    source, target, negative = (toy_model.encode(clip, text) for text in ("a red square", "a blue square", ""))
+    controlnet = tiny_models.sd15_controlnet(types.SimpleNamespace(patcher=patcher), seed=3)
+    hint = torch.rand(1, 256, 256, 3, generator=torch.Generator().manual_seed(4))  # an IMAGE, 8x the latent's size
+    source_cn, target_cn = comfy_core_nodes.ControlNetApplyAdvanced().apply_controlnet(source, target, controlnet, hint, 1.0, 0.0, 1.0)
+    latent = toy_model.to_latent(toy_shapes.draw(1, seed=5).images)
+    tiny = types.SimpleNamespace(patcher=patcher, conditioning=lambda seed: negative)
+    ours = run_node(tiny, latent, source_cn, target_cn, 1.5, 5.5, seed=11)
+    expected = paper_result(patcher, latent, source_cn, target_cn, negative, 1.5, 5.5, 0, 11, FLOW_TIME["sd3"])
+    assert (ours - expected).abs().max().item() <= 1e-4 * expected.abs().max().item()
+    without = run_node(tiny, latent, source, target, 1.5, 5.5, seed=11)
+    assert (ours - without).abs().max().item() > 1e-2  # the ControlNet takes part
 
 
 # ------------------------------------------------------------------------------------------------ model calls
