@@ -41,10 +41,13 @@ def same_slots(source: tuple, target: tuple) -> bool:
     return len(source) == len(target) and all(block.a == block.b for block in matches if block.size)
 
 
+def quoted(words: list[str]) -> str:
+    return " ".join(f'"{word}"' for word in words)
+
+
 def word_changes(source_text: str, target_text: str) -> str:
-    """What the target does to the source's words, for a message: 'inserts "big"', 'swaps "red" for "turquoise"'."""
+    """What the target does to the source's words, for a message: 'inserts "big"', 'swaps "cat" for "capybara"'."""
     source, target = source_text.split(), target_text.split()
-    quoted = lambda words: " ".join(f'"{word}"' for word in words)  # noqa: E731
     changes = []
     for tag, a, b, c, d in difflib.SequenceMatcher(None, source, target, autojunk=False).get_opcodes():
         if tag == "insert":

@@ -13,15 +13,16 @@ import pytest
 import tiny_image_families
 import tiny_models
 import tiny_video_families
+import torch
 import toy_model
 import toy_shapes
-import torch
-import nodes as comfy_core_nodes
 from comfy_extras import nodes_flux
 from edit_friendly_ddpm.nodes import flowedit
 from edit_friendly_ddpm.nodes.flowedit_nodes import EditFriendlyFlowEdit, EditFriendlyFlowEditGuider, EditFriendlyFlowEditSampler
 from edit_friendly_ddpm.nodes.validation import EditFriendlyInputError
 from tiny_models import counting_model_calls
+
+import nodes as comfy_core_nodes
 
 EXACT = 1e-5
 STEPS, SKIP = 6, 1

@@ -12,15 +12,16 @@ import comfy.sd1_clip
 import comfy.sdxl_clip
 import comfy.text_encoders.flux
 import comfy.text_encoders.qwen_image
-import nodes as comfy_core_nodes
 import pytest
-import toy_model
 import torch
+import toy_model
 from comfy_extras import nodes_flux
 from edit_friendly_ddpm.nodes import pipeline, prompt_pair
 from edit_friendly_ddpm.nodes.attention_nodes import EditFriendlyAttentionControl, EditFriendlyPromptPair
 from edit_friendly_ddpm.nodes.validation import EditFriendlyInputError
 from tiny_models import counting_model_calls
+
+import nodes as comfy_core_nodes
 
 TOKENIZERS = {
     "sd1": comfy.sd1_clip.SD1Tokenizer,
