@@ -31,12 +31,13 @@ import quality  # noqa: E402
 import toy_model  # noqa: E402
 import toy_shapes  # noqa: E402
 import torch  # noqa: E402
-from edit_friendly_ddpm.nodes import attention_control, pipeline, prompt_pair, semantic_guidance  # noqa: E402
+from edit_friendly_ddpm.nodes import attention_control, implicit_mask, pipeline, prompt_pair, semantic_guidance  # noqa: E402
 
 DOCS = ROOT / "docs"
 SCHEDULER = quality.SCHEDULER
 STYLES = {
     "edit-friendly": ("#1f8a8a", "o"),
+    "edit-friendly + implicit mask": ("#4f81bd", "D"),
     "attention control": ("#c0504d", "s"),
     "semantic guidance": ("#8064a2", "^"),
     "semantic guidance + attention control": ("#f79646", "v"),
@@ -49,9 +50,9 @@ TABLE_HEADER = (
 )
 
 
-def replay(guider, maps, skip: int) -> torch.Tensor:
+def replay(guider, maps, skip: int, mask=None) -> torch.Tensor:
     """The Custom Sampling route: the pack's replay sampler over the maps' sigmas after skip, driven by `guider`."""
-    return pipeline.run_guider(guider, pipeline.edit_friendly_sampler(maps), maps.sigmas[skip:], maps.source_latent, maps.seed)
+    return pipeline.run_guider(guider, pipeline.edit_friendly_sampler(maps, mask), maps.sigmas[skip:], maps.source_latent, maps.seed)
 
 
 def plain(model, maps, target, empty, cfg):
@@ -82,22 +83,29 @@ def concept(conditioning, scale, direction, steps, threshold, warmup=0):
     return semantic_guidance.EditConcept(conditioning=conditioning, scale=scale, direction=direction, warmup=warmup, cooldown=steps, threshold=threshold)
 
 
-def settings(args, source, target, empty) -> list[tuple[str, str, int, callable]]:
-    """(method, setting, model rows per step, guider factory(model, maps)) for every row of the table."""
+def settings(args, source, target, empty) -> list[tuple[str, str, int, callable, float | None]]:
+    """(method, setting, model rows per step, guider factory(model, maps), implicit mask threshold or None) per row."""
     rows = []
     for cfg in args.cfgs if "plain" in args.methods else []:
-        rows.append(("edit-friendly", f"cfg {cfg:g}", 2, lambda m, maps, cfg=cfg: plain(m, maps, target, empty, cfg)))
+        rows.append(("edit-friendly", f"cfg {cfg:g}", 2, lambda m, maps, cfg=cfg: plain(m, maps, target, empty, cfg), None))
+    for cfg in args.cfgs if "masked" in args.methods else []:
+        for threshold in args.mask_thresholds:
+            rows.append((
+                "edit-friendly + implicit mask", f"cfg {cfg:g}, mask threshold {threshold:g}", 2,
+                lambda m, maps, cfg=cfg: plain(m, maps, target, empty, cfg), threshold,
+            ))
     for cfg in args.attention_cfgs if "attention" in args.methods else []:
         for self_share, cross_share in args.attention:
             rows.append((
                 "attention control", f"cfg {cfg:g}, self {self_share:g}, cross {cross_share:g}", 3,
-                lambda m, maps, cfg=cfg, s=self_share, c=cross_share: attention(m, maps, source, target, empty, cfg, s, c),
+                lambda m, maps, cfg=cfg, s=self_share, c=cross_share: attention(m, maps, source, target, empty, cfg, s, c), None,
             ))
     for scale in args.scales if "semantic" in args.methods else []:
         for threshold in args.thresholds:
             rows.append((
                 "semantic guidance", f"add target, scale {scale:g}, threshold {threshold:g}", 3,
                 lambda m, maps, scale=scale, t=threshold: semantic(m, maps, source, empty, args.cfg_source, [concept(target, scale, "add", args.steps, t)]),
+                None,
             ))
         for threshold in args.thresholds[:1]:
             rows.append((
@@ -105,6 +113,7 @@ def settings(args, source, target, empty) -> list[tuple[str, str, int, callable]
                 lambda m, maps, scale=scale, t=threshold: semantic(
                     m, maps, source, empty, args.cfg_source, [concept(target, scale, "add", args.steps, t), concept(source, scale, "remove", args.steps, t)]
                 ),
+                None,
             ))
     return rows
 
@@ -121,7 +130,10 @@ def main():
     parser.add_argument("--attention", type=float, nargs=2, action="append", metavar=("SELF", "CROSS"), help="attention-control windows (default: 0.2 0.6 and 0.4 0.8)")
     parser.add_argument("--scales", type=float, nargs="+", default=[4.0, 8.0], help="semantic guidance scales")
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.8, 0.9], help="semantic guidance mask quantiles (the first also with a remove concept)")
-    parser.add_argument("--methods", nargs="+", default=["plain", "attention", "semantic"], choices=["plain", "attention", "semantic"])
+    parser.add_argument("--mask-thresholds", type=float, nargs="+", default=[0.5, 0.6], help="implicit mask thresholds (method masked)")
+    parser.add_argument("--mask-window", type=float, nargs=2, default=[0.25, 0.75], metavar=("START", "END"), help="implicit mask's steps")
+    parser.add_argument("--mask-grow", type=int, default=1, help="implicit mask's growth in latent pixels")
+    parser.add_argument("--methods", nargs="+", default=["plain", "masked", "attention", "semantic"], choices=["plain", "masked", "attention", "semantic"])
     parser.add_argument("--chunk", type=int, default=10, help="pictures per inversion and edit")
     parser.add_argument("--output", type=pathlib.Path, default=DOCS / "editing-methods-results.json")
     args = parser.parse_args()
@@ -145,9 +157,15 @@ def main():
         source, target = as_prompt_pairs(clip, prompts(captions[chunk]), prompts(target_captions[chunk]), captions[chunk], target_captions[chunk])
         empty = prompts([""] * len(captions[chunk]))
         maps = pipeline.invert(model, source, empty, {"samples": samples[chunk]}, args.steps, args.cfg_source, SCHEDULER, 1.0, 0)
-        for method, setting, batch_rows, make in settings(args, source, target, empty):
-            started = time.time()
-            output = replay(make(model, maps), maps, args.skip)
+        masks = {}  # threshold -> (mask, seconds it took): one per chunk, shared by the CFGs
+        for method, setting, batch_rows, make, threshold in settings(args, source, target, empty):
+            if threshold is not None and threshold not in masks:
+                started = time.time()
+                mask = implicit_mask.implicit_edit_mask(model, maps, source, target, threshold, *args.mask_window, args.mask_grow)
+                masks[threshold] = (mask, time.time() - started)
+            mask, mask_seconds = masks[threshold] if threshold is not None else (None, 0.0)
+            started = time.time() - mask_seconds  # a row's time includes finding its mask
+            output = replay(make(model, maps), maps, args.skip, mask)
             key = (method, setting, batch_rows)
             seconds[key] = seconds.get(key, 0.0) + time.time() - started
             outputs.setdefault(key, []).append(output)

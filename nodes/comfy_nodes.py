@@ -9,6 +9,7 @@ from typing_extensions import override
 from . import files, inspection, pipeline
 from .attention_nodes import NODES as ATTENTION_NODES
 from .flowedit_nodes import NODES as FLOWEDIT_NODES
+from .mask_nodes import NODES as MASK_NODES
 from .schema import CATEGORY, MASK_INPUT, MAX_STEPS, NOISE_MAPS_TOOLTIP, SEED_MAX, SKIP_INPUT, description
 from .semantic_nodes import NODES as SEMANTIC_NODES
 from .transforms import FILL_MODES, colour_noise_maps, parse_hex_colour, shift_noise_maps
@@ -324,6 +325,7 @@ NODES = [
     EditFriendlySaveNoiseMaps,
     EditFriendlyLoadNoiseMaps,
     EditFriendlyNoiseMapPreview,
+    *MASK_NODES,
     *ATTENTION_NODES,
     *SEMANTIC_NODES,
     *FLOWEDIT_NODES,

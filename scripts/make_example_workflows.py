@@ -77,6 +77,11 @@ SOCKETS = {
     # fps is a widget that also takes a link (the frontend lists such an input with its widget's name).
     "CreateVideo": ([("images", "IMAGE"), ("audio", "AUDIO", True), ("fps", "FLOAT", False, "widget")], [("VIDEO", "VIDEO")]),
     "SaveVideo": ([("video", "VIDEO")], []),
+    "EditFriendlyImplicitMask": (
+        [("model", "MODEL"), ("noise_maps", "EF_NOISE_MAPS"), ("source_positive", "CONDITIONING"), ("positive", "CONDITIONING")],
+        [("MASK", "MASK")],
+    ),
+    "MaskToImage": ([("mask", "MASK")], [("IMAGE", "IMAGE")]),
     "EditFriendlyPromptPair": ([("clip", "CLIP")], [("source", "CONDITIONING"), ("target", "CONDITIONING")]),
     "EditFriendlyAttentionControl": (
         [("model", "MODEL"), ("noise_maps", "EF_NOISE_MAPS"), ("source_positive", "CONDITIONING"), ("positive", "CONDITIONING"),
@@ -132,6 +137,7 @@ MIN_SIZES = {
     "SamplerCustomAdvanced": (230, 120),
     "EditFriendlyAttentionControl": (240, 230),
     "EditFriendlyPromptPair": (300, 200),
+    "EditFriendlyImplicitMask": (320, 230),
     "EditFriendlyEditConcept": (230, 220),
     "EditFriendlySemanticGuider": (240, 170),
     "EditFriendlyFlowEdit": (230, 410),
@@ -488,6 +494,41 @@ def masked_edit() -> Workflow:
     return wf
 
 
+# DiffEdit's comparison on the maps' own path: the mask covers where the two prompts' predictions differ (threshold
+# 0.5 of the strongest difference, steps 25-75%, grown by one latent pixel); the sampler edits inside it only.
+IMPLICIT_MASK_SETTINGS = [0.5, 0.25, 0.75, 1]
+IMPLICIT_MASK_TARGET = "a close-up photo of a tiger"
+
+
+def implicit_mask_edit() -> Workflow:
+    wf = Workflow("implicit_mask_edit")
+    ckpt, image, negative, inversion, source, latent = _common(wf)
+    target = wf.node("CLIPTextEncode", [IMPLICIT_MASK_TARGET], col=2, row=6, title="Target prompt (the image as you want it)", clip=(ckpt, 1))
+    mask = wf.node("EditFriendlyImplicitMask", IMPLICIT_MASK_SETTINGS, col=3, row=0, size=(320, 230),
+                   model=(ckpt, 0), noise_maps=(inversion, 0), source_positive=(source, 0), positive=(target, 0))
+    sampler = wf.node("EditFriendlySampler", [TARGET_CFG, SKIP], col=4, row=0, size=(320, 170), sockets=SAMPLER_WITH_MASK,
+                      model=(ckpt, 0), positive=(target, 0), negative=(negative, 0), noise_maps=(inversion, 0), mask=(mask, 0))
+    shown = wf.node("MaskToImage", col=3, row=6, size=(220, 30), title="The mask, as a picture", mask=(mask, 0))
+    wf.node("PreviewImage", col=3, row=8, size=(260, 260), images=(shown, 0))
+    decode = wf.node("VAEDecode", col=4, row=4, samples=(sampler, 0), vae=(ckpt, 2), size=(220, 50))
+    stitch = wf.node("ImageStitch", ["right", True, 0, "white"], col=5, row=0, title="Input | edit", size=(320, 150), image1=(image, 0), image2=(decode, 0))
+    wf.node("SaveImage", ["edit_friendly/implicit_mask_edit"], col=6, row=0, size=(400, 420), images=(stitch, 0))
+    wf.note(
+        "## Edit where the prompts disagree, keep the rest exactly\n\n**Edit-Friendly Implicit Mask** compares the "
+        "source and target prompts' predictions at the latents the maps recorded along the image's own path, and masks "
+        "where they differ most (DiffEdit's idea, with no noise drawn). Given to the sampler's `mask`, it confines the "
+        "edit: inside, the cat follows the target prompt; outside, the output is the source latent exactly, so the "
+        "background is untouched without painting a mask.\n\n"
+        f"* `threshold` {IMPLICIT_MASK_SETTINGS[0]}: share of the strongest difference a pixel needs; lower = larger mask.\n"
+        f"* `start_percent` {IMPLICIT_MASK_SETTINGS[1]}, `end_percent` {IMPLICIT_MASK_SETTINGS[2]}: the steps compared "
+        "(one model call of both prompts each: half an inversion at these values).\n"
+        f"* `grow` {IMPLICIT_MASK_SETTINGS[3]}: latent pixels added around the mask.\n\n"
+        "The mask is at the latent's resolution (1/8 of the image's side); the preview shows it small.",
+        col=4, row=6, title="What this shows", size=(420, 420),
+    )
+    return wf
+
+
 VARIATIONS = 4
 
 
@@ -816,6 +857,7 @@ WORKFLOWS = {
     "fast_edit": fast_edit,
     "video_edit_wan": video_edit_wan,
     "photo_edit_qwen_image": photo_edit_qwen_image,
+    "implicit_mask_edit": implicit_mask_edit,
     "attention_control_edit": attention_control_edit,
     "semantic_guidance_edit": semantic_guidance_edit,
     "flowedit_qwen_image": flowedit_qwen_image,
@@ -824,7 +866,7 @@ WORKFLOWS = {
 # they need a file moved between runs, other nodes' skips scaled, or checks of their own.
 FEATURE_WORKFLOWS = (
     "save_noise_maps", "edit_from_saved_noise_maps", "sampler_custom_advanced", "masked_edit", "batched_variations", "noise_map_preview", "fast_edit",
-    "attention_control_edit", "semantic_guidance_edit",
+    "implicit_mask_edit", "attention_control_edit", "semantic_guidance_edit",
 )
 
 

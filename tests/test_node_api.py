@@ -32,6 +32,10 @@ PUBLIC_INPUTS = {
         "cfg": 9.0, "self_attention": 0.2, "cross_attention": 0.6,
     },
     "EditFriendlyPromptPair": {"clip": None, "source_prompt": None, "target_prompt": None},
+    "EditFriendlyImplicitMask": {
+        "model": None, "noise_maps": None, "source_positive": None, "positive": None, "threshold": 0.5, "start_percent": 0.25,
+        "end_percent": 0.75, "grow": 1,
+    },
     "EditFriendlyEditConcept": {
         "conditioning": None, "scale": 5.0, "direction": "add", "warmup": 0, "cooldown": 1000, "threshold": 0.9, "concepts": None,
     },
@@ -55,6 +59,7 @@ DISPLAY_NAMES = {
     "EditFriendlyNoiseMapPreview": "Noise Map Preview",
     "EditFriendlyAttentionControl": "Edit-Friendly Attention Control",
     "EditFriendlyPromptPair": "Edit-Friendly Prompt Pair",
+    "EditFriendlyImplicitMask": "Edit-Friendly Implicit Mask",
     "EditFriendlyEditConcept": "Edit Concept",
     "EditFriendlySemanticGuider": "Edit-Friendly Semantic Guidance",
     "EditFriendlyFlowEdit": "FlowEdit",
@@ -126,7 +131,7 @@ def test_edit_concepts_socket_is_the_custom_type():
 @pytest.mark.parametrize("node, kind", [
     ("EditFriendlyAttentionControl", "GUIDER"), ("EditFriendlySemanticGuider", "GUIDER"), ("EditFriendlyFlowEdit", "LATENT"),
     ("EditFriendlyFlowEditGuider", "GUIDER"), ("EditFriendlyFlowEditSampler", "SAMPLER"),
-    ("EditFriendlyPromptPair", ["CONDITIONING", "CONDITIONING"]),
+    ("EditFriendlyPromptPair", ["CONDITIONING", "CONDITIONING"]), ("EditFriendlyImplicitMask", "MASK"),
 ])
 def test_editing_nodes_output_comfyuis_types(node, kind):
     assert info_of(node)["output"] == (kind if isinstance(kind, list) else [kind])

@@ -43,6 +43,7 @@ OUTPUTS = {
     "EditFriendlyNoiseMapPreview": ["IMAGE", "IMAGE"],
     "EditFriendlyAttentionControl": ["GUIDER"],
     "EditFriendlyPromptPair": ["CONDITIONING", "CONDITIONING"],
+    "EditFriendlyImplicitMask": ["MASK"],
     "EditFriendlyEditConcept": ["EF_EDIT_CONCEPTS"],
     "EditFriendlySemanticGuider": ["GUIDER"],
     "EditFriendlyFlowEdit": ["LATENT"],

@@ -349,6 +349,31 @@ def test_attention_control_example_refuses_an_inserted_word_before_sampling(serv
     run(server, object_info, prompt)
 
 
+# -- i. implicit mask --------------------------------------------------------------------------------------
+
+def test_implicit_mask_example_edits_only_where_the_prompts_disagree(server, object_info):
+    prompt = example_prompt("implicit_mask_edit", object_info, seed=3009)
+    sampler, finder = one(prompt, "EditFriendlySampler"), one(prompt, "EditFriendlyImplicitMask")
+    assert prompt[sampler]["inputs"]["mask"] == [finder, 0]
+    assert prompt[finder]["inputs"]["positive"] == prompt[sampler]["inputs"]["positive"]
+    inversion = prompt[one(prompt, "EditFriendlyDDPMInversion")]["inputs"]
+    assert prompt[finder]["inputs"]["source_positive"] == inversion["positive"]
+    # The tiny checkpoint's 8x8 latent: a stricter mask than the example's for a 64x64 latent, or its smoothed rim covers it all.
+    prompt[finder]["inputs"].update(threshold=0.8, grow=0)
+    encode = one(prompt, "VAEEncode")
+    add_probe(prompt, "920", "SaveLatent", samples=[sampler, 0], filename_prefix="power/implicit_mask_edit")
+    add_probe(prompt, "921", "SaveLatent", samples=[encode, 0], filename_prefix="power/implicit_mask_input")
+    add_probe(prompt, "930", "SaveImage", images=[one(prompt, "MaskToImage"), 0], filename_prefix="power/implicit_mask")
+    entry = run(server, object_info, prompt)
+    edit, source = saved_latent(server, entry, "920"), saved_latent(server, entry, "921")
+    (mask,) = images_of(server, entry, "930")
+    inside = torch.from_numpy(mask[..., 0] > 0.5)
+    assert inside.shape == edit.shape[-2:] and 0 < inside.float().mean() < 1, "the mask is at the latent's size, neither empty nor full"
+    difference = (edit - source).abs().amax(dim=(0, 1))
+    assert difference[~inside].max().item() <= LATENT_TOLERANCE, "the latent changed outside the mask"
+    assert difference[inside].mean().item() > 0.01, "nothing changed inside the mask"
+
+
 # -- h. semantic guidance (edit concepts) ---------------------------------------------------------------
 
 def test_semantic_guidance_example_guides_with_the_inversions_prompt_and_cfg(object_info):
