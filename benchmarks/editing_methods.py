@@ -1,5 +1,6 @@
-"""Edit-friendly maps inside existing editing methods: attention control (Prompt-to-Prompt) and semantic guidance
-with implicit masks (LEDITS++-style), against plain edit-friendly editing, on the trained toy model.
+"""Edit-friendly maps inside existing editing methods: attention control (Prompt-to-Prompt), semantic guidance
+with implicit masks (LEDITS++-style) and plain edits inside an implicit mask (DiffEdit-style, `--methods masked`),
+against plain edit-friendly editing, on the trained toy model.
 
     .cache/venv/bin/python benchmarks/editing_methods.py               # about 25 minutes on 2 CPU cores
     .cache/venv/bin/python benchmarks/editing_methods.py --images 8 --steps 10   # smoke run
@@ -133,7 +134,8 @@ def main():
     parser.add_argument("--mask-thresholds", type=float, nargs="+", default=[0.5, 0.6], help="implicit mask thresholds (method masked)")
     parser.add_argument("--mask-window", type=float, nargs=2, default=[0.25, 0.75], metavar=("START", "END"), help="implicit mask's steps")
     parser.add_argument("--mask-grow", type=int, default=1, help="implicit mask's growth in latent pixels")
-    parser.add_argument("--methods", nargs="+", default=["plain", "masked", "attention", "semantic"], choices=["plain", "masked", "attention", "semantic"])
+    parser.add_argument("--methods", nargs="+", default=["plain", "attention", "semantic"], choices=["plain", "masked", "attention", "semantic"],
+                        help="masked: plain edits inside Edit-Friendly Implicit Mask's mask")
     parser.add_argument("--chunk", type=int, default=10, help="pictures per inversion and edit")
     parser.add_argument("--output", type=pathlib.Path, default=DOCS / "editing-methods-results.json")
     args = parser.parse_args()

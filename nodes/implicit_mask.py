@@ -7,8 +7,7 @@ at each step of a window the model predicts with both prompts at the recorded la
 prompts); the channel-summed |difference|, smoothed and scaled to a maximum of 1 per step and picture (so that
 every step and model family weighs alike), is averaged over the window and scaled to a maximum of 1 per picture, as
 DiffEdit scales its map. The mask is 1 where that is at or above `threshold` (DiffEdit: 0.5), grown by `grow` latent
-pixels. Given to the Edit-Friendly Sampler, it keeps the edit inside and
-the source outside, exactly.
+pixels. Given to the Edit-Friendly Sampler, it keeps the edit inside and the source outside, exactly.
 """
 
 from __future__ import annotations

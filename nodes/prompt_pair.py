@@ -3,7 +3,7 @@
 Prompt-to-Prompt's word swap gives the target's token in slot i the source's attention map of slot i, which is right
 only where both prompts put the same words in the same slots. A CONDITIONING holds the text encoder's output, and
 CLIP and T5 pad it to a fixed length, so an inserted word cannot be told there from a swapped one. The tokenizer can
-tell: `encode_pair` keeps each prompt's token ids beside its conditioning (under WORDS_KEY, which ComfyUI's samplers
+tell: `encode` keeps each prompt's token ids beside its conditioning (under WORDS_KEY, which ComfyUI's samplers
 ignore and its conditioning nodes copy along), and `check_word_swap` compares them.
 """
 
