@@ -337,7 +337,7 @@ def test_attention_control_example_edits_and_gives_the_input_back(server, object
 
 def test_attention_control_example_refuses_an_inserted_word_before_sampling(server, object_info):
     """Through /prompt: the pair's tokens reach the guider, which names the inserted word; the server goes on."""
-    prompt = example_prompt("attention_control_edit", object_info, seed=3008, steps=CONTROLLED_STEPS)
+    prompt = example_prompt("attention_control_edit", object_info, seed=3010, steps=CONTROLLED_STEPS)
     pair, control = one(prompt, "EditFriendlyPromptPair"), one(prompt, "EditFriendlyAttentionControl")
     prompt[pair]["inputs"]["target_prompt"] = "a close-up photo of a big tabby tiger"
     entry = server.run(prompt, timeout=180)
