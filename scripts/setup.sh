@@ -30,6 +30,10 @@ DEV_STAMP=$VENV/.ef-setup-dev
 COMFY_MARK=$COMFY/.ef-setup-made
 COMFY_STAMP=$COMFY/.ef-setup-comfyui
 
+# The torch install alone downloads about 3 GB of wheels: keeping them in pip's cache as well would
+# double what setup takes on disk, for a venv that is built once.
+export PIP_NO_CACHE_DIR=1
+
 mkdir -p "$CACHE"
 log() { printf '[setup] %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
