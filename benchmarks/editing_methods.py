@@ -10,7 +10,12 @@ IoU, background error), every method replaying the same maps (one inversion with
 through the pack's Custom Sampling route (Edit-Friendly Sampler (Custom Sampling) + a guider), as a user's graph
 runs it. "Model rows per step" is the batch one model call holds per step, in multiples of the latent batch
 (a plain CFG edit: 2); every method makes one model call per step, and the activation memory ComfyUI budgets for a
-call (model.memory_required) grows in proportion to those rows. Also seconds per edit of the whole set.
+call (model.memory_required) grows in proportion to those rows. Also seconds per edit of the whole set, and with
+--memory the peak memory torch allocates for one edit of the first chunk of pictures (finding the mask included),
+against the first plain edit's:
+
+    .cache/venv/bin/python benchmarks/editing_methods.py --images 10 --memory --methods plain masked attention semantic \
+        --cfgs 5 --attention-cfgs 5 --scales 4 --thresholds 0.8 --mask-thresholds 0.5 --output docs/editing-methods-memory-results.json
 Writes docs/editing-methods-results.json, docs/editing-methods-tradeoff.png and docs/editing-methods-edits.png (named
 after --output).
 """
@@ -29,6 +34,7 @@ import conftest  # noqa: E402, F401  (puts ComfyUI on the path, CPU mode, loads 
 
 import comfy.utils  # noqa: E402
 import quality  # noqa: E402
+import speed  # noqa: E402  (peak_allocated_bytes)
 import toy_model  # noqa: E402
 import toy_shapes  # noqa: E402
 import torch  # noqa: E402
@@ -46,8 +52,8 @@ STYLES = {
 
 
 TABLE_HEADER = (
-    "| method | setting | model rows per step | seconds | edit success | shape kept | IoU | background error |\n"
-    "|---|---|---|---|---|---|---|---|"
+    "| method | setting | model rows per step | seconds | peak memory | edit success | shape kept | IoU | background error |\n"
+    "|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -119,6 +125,13 @@ def settings(args, source, target, empty) -> list[tuple[str, str, int, callable,
     return rows
 
 
+def peak_text(row, first) -> str:
+    """The row's peak memory and its ratio to the first row's (a plain edit in the default order), or "-"."""
+    if "peak_mib" not in row:
+        return "-"
+    return f"{row['peak_mib']:.2f} MiB ({row['peak_mib'] / first['peak_mib']:.2f}x)"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", type=pathlib.Path, default=toy_model.WEIGHTS)
@@ -137,6 +150,7 @@ def main():
     parser.add_argument("--methods", nargs="+", default=["plain", "attention", "semantic"], choices=["plain", "masked", "attention", "semantic"],
                         help="masked: plain edits inside Edit-Friendly Implicit Mask's mask")
     parser.add_argument("--chunk", type=int, default=10, help="pictures per inversion and edit")
+    parser.add_argument("--memory", action="store_true", help="also measure each setting's peak memory on the first chunk")
     parser.add_argument("--output", type=pathlib.Path, default=DOCS / "editing-methods-results.json")
     args = parser.parse_args()
     args.attention = args.attention or [(0.2, 0.6), (0.4, 0.8)]
@@ -153,7 +167,7 @@ def main():
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.images} held-out pictures, {args.steps} steps, skip {args.skip}")
     # Chunks of pictures: ComfyUI's memory estimate, made for full-size models, would otherwise split a call of the
     # whole set, and attention control refuses a call that cannot hold its source branch.
-    outputs, seconds, reconstruction = {}, {}, {}
+    outputs, seconds, peaks, reconstruction = {}, {}, {}, {}
     for start in range(0, args.images, args.chunk):
         chunk = slice(start, start + args.chunk)
         source, target = as_prompt_pairs(clip, prompts(captions[chunk]), prompts(target_captions[chunk]), captions[chunk], target_captions[chunk])
@@ -171,6 +185,12 @@ def main():
             key = (method, setting, batch_rows)
             seconds[key] = seconds.get(key, 0.0) + time.time() - started
             outputs.setdefault(key, []).append(output)
+            if args.memory and start == 0:  # a second run, so that the profiler does not slow the timed one
+                def edit(make=make, threshold=threshold):
+                    mask = None if threshold is None else implicit_mask.implicit_edit_mask(
+                        model, maps, source, target, threshold, *args.mask_window, args.mask_grow)
+                    replay(make(model, maps), maps, args.skip, mask)
+                peaks[key] = speed.peak_allocated_bytes(edit)
         if start == 0:
             checks = {
                 "attention control": attention(model, maps, source, source, empty, args.cfg_source, 1.0, 1.0),
@@ -184,13 +204,17 @@ def main():
     rows, examples = [], {"input": samples}
     for (method, setting, batch_rows), parts in outputs.items():
         output = torch.cat(parts)
-        row = {"method": method, "setting": setting, "rows_per_step": batch_rows, "seconds": seconds[(method, setting, batch_rows)],
+        key = (method, setting, batch_rows)
+        row = {"method": method, "setting": setting, "rows_per_step": batch_rows, "seconds": seconds[key],
                **quality.score(samples, output, reading, targets, scenes.shapes)}
+        if key in peaks:
+            row["peak_mib"] = peaks[key] / 2**20
         rows.append(row)
         examples[f"{method} {setting}"] = output
-        print(f"| {method} | {setting} | {batch_rows} | {row['seconds']:.0f} | {100 * row['success']:.0f}% | {100 * row['shape_kept']:.0f}% | {row['iou']:.3f} | {row['background_error']:.3f} |", flush=True)
+        print(f"| {method} | {setting} | {batch_rows} | {row['seconds']:.0f} | {peak_text(row, rows[0])} | {100 * row['success']:.0f}% "
+              f"| {100 * row['shape_kept']:.0f}% | {row['iou']:.3f} | {row['background_error']:.3f} |", flush=True)
     result = {"images": args.images, "steps": args.steps, "skip": args.skip, "cfg_source": args.cfg_source, "rows": rows,
-              "reconstruction": reconstruction}
+              "reconstruction": reconstruction, "memory_pictures": min(args.chunk, args.images) if peaks else 0}
     args.output.write_text(json.dumps(result, indent=1) + "\n")
     panels = (("shape_kept", "shape kept (higher is better)"), *quality.PANELS)
     title = "Toy model, held-out pictures, colour edits replaying the same edit-friendly maps: one point per setting"

@@ -28,10 +28,12 @@ and filled on the device ComfyUI picks (EF_DEVICE=cuda lets it pick the GPU; the
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pathlib
 import statistics
 import sys
+import tempfile
 import threading
 import time
 
@@ -126,6 +128,30 @@ class PeakMemory:
             self.running = False
             self.thread.join()
         self.rise = self.peak - self.start
+
+
+def peak_allocated_bytes(function) -> int:
+    """Peak rise of the memory torch allocates while `function` runs: the allocator's peak on a GPU, else the
+    allocation trace of torch's profiler (exact where sampled process memory is noise, for models of a few MiB)."""
+    device = comfy.model_management.get_torch_device()
+    if device.type == "cuda":
+        synchronize()
+        start = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        function()
+        synchronize()
+        return torch.cuda.max_memory_allocated(device) - start
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as profiler:
+        function()
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "trace.json")
+        profiler.export_chrome_trace(path)
+        with open(path) as trace:
+            events = [event["args"] for event in json.load(trace)["traceEvents"] if event.get("name") == "[memory]"]
+    if not events:
+        return 0
+    start = events[0]["Total Allocated"] - events[0]["Bytes"]
+    return max(event["Total Allocated"] for event in events) - start
 
 
 def synchronize():

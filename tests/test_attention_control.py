@@ -4,10 +4,6 @@ attends with the source's queries and keys inside the windows only; every refusa
 
 import collections
 import copy
-import json
-import os
-import tempfile
-import time
 
 import comfy.model_management
 import comfy.sampler_helpers
@@ -450,46 +446,3 @@ def test_the_users_model_is_left_as_it_was(build):
     assert model.model_options["transformer_options"]["optimized_attention_override"] is user_override
     assert "patches" not in model.model_options["transformer_options"]
     assert guider.model_patcher is not model
-
-
-# ------------------------------------------------------------------------------------------------ cost, reported
-
-
-def peak_cpu_bytes(function):
-    """Peak of the CPU memory torch allocates while `function` runs (the profiler's allocation trace)."""
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as profiler:
-        function()
-    path = os.path.join(tempfile.mkdtemp(), "trace.json")
-    profiler.export_chrome_trace(path)
-    with open(path) as trace:
-        events = [e["args"] for e in json.load(trace)["traceEvents"] if e.get("name") == "[memory]"]
-    start = events[0]["Total Allocated"] - events[0]["Bytes"]
-    return max(e["Total Allocated"] for e in events) - start
-
-
-def test_cost_against_a_plain_cfg_edit_is_reported():
-    tiny = tiny_models.sd15_eps(seed=0)
-    latent = tiny_models.latent(tiny, height=16, width=16, seed=3)
-    source, negative, target = tiny.conditioning(1), tiny.conditioning(2), tiny.conditioning(7)
-    maps = invert(tiny, latent, source, negative, steps=10)
-    (plain,) = custom_sampler.CFGGuider.execute(tiny.patcher, target, negative, 9.0).result
-    guiders = {
-        "CFGGuider": plain,
-        "control 0.2/0.6": attention_guider(tiny.patcher, maps, source, target, negative, 9.0, 0.2, 0.6),
-        "control 1.0/1.0": attention_guider(tiny.patcher, maps, source, target, negative, 9.0, 1.0, 1.0),
-    }
-    comfy.model_management.load_models_gpu([tiny.patcher])
-    figures = {}
-    for name, guider in guiders.items():
-        run(guider, maps)  # warm-up
-        times = []
-        for _ in range(2):
-            start = time.perf_counter()
-            run(guider, maps)
-            times.append(time.perf_counter() - start)
-        figures[name] = (min(times), peak_cpu_bytes(lambda guider=guider: run(guider, maps)))
-    base_time, base_peak = figures["CFGGuider"]
-    for name, (seconds, peak) in figures.items():
-        print(f"\ntiny SD1.5 16x16 latent, 10 steps, CPU: {name}: {seconds * 1e3:.0f} ms ({seconds / base_time:.2f}x), "
-              f"peak {peak / 2**20:.2f} MiB ({peak / base_peak:.2f}x)")
-    assert all(seconds > 0 and peak > 0 for seconds, peak in figures.values())

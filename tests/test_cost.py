@@ -7,6 +7,7 @@ KSamplerAdvanced, so only the cheap per-step arithmetic differs.
 
 import baselines
 import pytest
+import speed  # benchmarks/speed.py: its memory probe gives benchmarks/editing_methods.py's --memory figures
 import tiny_models
 import torch
 from edit_friendly_ddpm.nodes import pipeline
@@ -59,3 +60,17 @@ def test_step_parallel_inversion_makes_fewer_larger_calls_over_the_same_timestep
     comfy_calls = comfy_sampler_calls(tiny, latent)
     assert [shape[0] for shape, _ in calls] == [16, 16, 8]  # 4 + 4 + 2 steps, each batch x (cond, uncond)
     torch.testing.assert_close(torch.cat([t for _, t in calls]).unique(), torch.cat([t for _, t in comfy_calls]).unique())
+
+
+def test_the_benchmarks_memory_probe_sees_the_peak_of_what_a_function_allocates():
+    mib = 2**20
+
+    def held_then_freed():
+        held = torch.ones(4 * mib // 4)  # 4 MiB of float32
+        extra = torch.ones(2 * mib // 4)  # 2 more at once: the peak is 6 MiB
+        del extra
+        return held.sum()
+
+    peak = speed.peak_allocated_bytes(held_then_freed)
+    assert 6 * mib <= peak < 7 * mib
+    assert speed.peak_allocated_bytes(lambda: None) < mib

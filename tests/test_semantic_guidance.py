@@ -6,12 +6,10 @@ guidance term of one step is checked against the predictions of ComfyUI's own CF
 """
 
 import copy
-import time
 
 import comfy.samplers
 import comfy_extras.nodes_custom_sampler as custom_sampler
 import pytest
-import speed  # benchmarks/speed.py: its peak-memory probe
 import tiny_image_families
 import tiny_models
 import tiny_video_families
@@ -384,42 +382,3 @@ def test_schema_of_the_nodes():
     assert guider_schema.outputs[0].io_type == "GUIDER"
     for schema in (concept_schema, guider_schema):
         assert schema.description and all(item.tooltip for item in [*schema.inputs, *schema.outputs])
-
-
-# ---------------------------------------------------------------------------------------------------- cost
-
-
-def test_cost_of_one_edit_against_a_plain_cfg_edit():
-    """Printed for the cost table (not asserted): time and peak memory of one edit on tiny SD1.5, 16x16 latent, 20 steps.
-
-    Wall and CPU time are the best of 3 runs (the CPU is shared, and CPU time counts only this process's work);
-    memory is measured in a run of its own, since its sampling thread costs time.
-    """
-    tiny = tiny_models.sd15_eps(seed=0)
-    latent = tiny_models.latent(tiny, height=16, width=16, seed=3)
-    source, negative = tiny.conditioning(1), tiny.conditioning(2)
-    maps = pipeline.invert(tiny.patcher, source, negative, latent, 20, CFG, "ddim_uniform", 1.0, seed=0)
-    one = edit_concept(tiny.conditioning(7))
-    two = edit_concept(tiny.conditioning(8), direction="remove", concepts=one)
-    guiders = {
-        "CFGGuider (target prompt)": lambda model: cfg_guider(model, tiny.conditioning(7), negative, 7.5),
-        "semantic, 1 concept": lambda model: semantic_guider(model, source, negative, CFG, one),
-        "semantic, 2 concepts": lambda model: semantic_guider(model, source, negative, CFG, two),
-    }
-    run_custom(guiders["CFGGuider (target prompt)"](tiny.patcher), maps, skip=4)  # warm-up
-    for name, make in guiders.items():
-        walls, cpus = [], []
-        for _ in range(3):
-            wall, cpu = time.perf_counter(), time.process_time()
-            output = run_custom(make(tiny.patcher), maps, skip=4)
-            walls.append(time.perf_counter() - wall)
-            cpus.append(time.process_time() - cpu)
-        assert torch.isfinite(output).all()
-        with speed.PeakMemory() as memory:
-            run_custom(make(tiny.patcher), maps, skip=4)
-        patched, calls = counting_model_calls(tiny.patcher)
-        run_custom(make(patched), maps, skip=4)
-        print(
-            f"\n{name:<27} wall {min(walls):.3f} s, CPU {min(cpus):.3f} s, peak RSS rise {memory.rise / 2**20:.1f} MiB; "
-            f"{len(calls)} model calls of batch {calls[0][0][0]} ({sampled_steps(maps, 4)} steps)"
-        )
