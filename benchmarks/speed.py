@@ -133,14 +133,10 @@ class PeakMemory:
 def peak_allocated_bytes(function) -> int:
     """Peak rise of the memory torch allocates while `function` runs: the allocator's peak on a GPU, else the
     allocation trace of torch's profiler (exact where sampled process memory is noise, for models of a few MiB)."""
-    device = comfy.model_management.get_torch_device()
-    if device.type == "cuda":
-        synchronize()
-        start = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        function()
-        synchronize()
-        return torch.cuda.max_memory_allocated(device) - start
+    if comfy.model_management.get_torch_device().type == "cuda":
+        with PeakMemory() as memory:  # on a GPU it reads the allocator's peak
+            function()
+        return memory.rise
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as profiler:
         function()
     with tempfile.TemporaryDirectory() as folder:
