@@ -306,6 +306,14 @@ def _common(wf: Workflow, source_prompt=SOURCE_PROMPT, variations=None, inversio
     return ckpt, image, negative, inversion, source, latent
 
 
+def _save_beside_input(wf: Workflow, samples, vae, image, name: str, col: int, decode_row: int = 4):
+    """Decodes `samples` at column `col`, then stitches the input and the edit side by side and saves them as
+    edit_friendly/`name` in the next two columns."""
+    decode = wf.node("VAEDecode", col=col, row=decode_row, samples=samples, vae=vae, size=(220, 50))
+    stitch = wf.node("ImageStitch", ["right", True, 0, "white"], col=col + 1, row=0, title="Input | edit", size=(320, 150), image1=image, image2=(decode, 0))
+    wf.node("SaveImage", [f"edit_friendly/{name}"], col=col + 2, row=0, size=(400, 420), images=(stitch, 0))
+
+
 PARAMETERS_NOTE = f"""## Edit-friendly DDPM inversion (paper defaults for Stable Diffusion 1.5)
 
 * **Inversion**: `steps` {STEPS}, `cfg` {SOURCE_CFG} (source CFG), `scheduler` ddim_uniform, `eta` 1.
@@ -323,9 +331,7 @@ def text_editing() -> Workflow:
     target = wf.node("CLIPTextEncode", ["a close-up photo of a tiger"], col=2, row=5, title="Target prompt (the image as you want it)", clip=(ckpt, 1))
     sampler = wf.node("EditFriendlySampler", [TARGET_CFG, SKIP], col=3, row=0, size=(320, 150),
                       model=(ckpt, 0), positive=(target, 0), negative=(negative, 0), noise_maps=(inversion, 0))
-    decode = wf.node("VAEDecode", col=3, row=4, samples=(sampler, 0), vae=(ckpt, 2), size=(220, 50))
-    stitch = wf.node("ImageStitch", ["right", True, 0, "white"], col=4, row=0, title="Input | edit", size=(320, 150), image1=(image, 0), image2=(decode, 0))
-    wf.node("SaveImage", ["edit_friendly/text_edit"], col=5, row=0, size=(400, 420), images=(stitch, 0))
+    _save_beside_input(wf, (sampler, 0), (ckpt, 2), (image, 0), "text_edit", col=3)
     wf.note(PARAMETERS_NOTE, col=3, row=6, title="Parameters", size=(460, 300))
     return wf
 
@@ -456,9 +462,7 @@ def custom_sampling() -> Workflow:
     noise = wf.node("DisableNoise", col=3, row=6, size=(220, 30), title="DisableNoise (the maps are the noise)")
     sampled = wf.node("SamplerCustomAdvanced", col=4, row=0, size=(300, 140),
                       noise=(noise, 0), guider=(guider, 0), sampler=(custom, 0), sigmas=(custom, 1), latent_image=(custom, 2))
-    decode = wf.node("VAEDecode", col=4, row=4, samples=(sampled, 0), vae=(ckpt, 2), size=(220, 50))
-    stitch = wf.node("ImageStitch", ["right", True, 0, "white"], col=5, row=0, title="Input | edit", size=(320, 150), image1=(image, 0), image2=(decode, 0))
-    wf.node("SaveImage", ["edit_friendly/custom_sampling"], col=6, row=0, size=(400, 420), images=(stitch, 0))
+    _save_beside_input(wf, (sampled, 0), (ckpt, 2), (image, 0), "custom_sampling", col=4)
     wf.note(
         "## Edit through SamplerCustomAdvanced\n\n**Edit-Friendly Sampler (Custom Sampling)** turns the noise maps into a "
         "`SAMPLER`, the `SIGMAS` left after `skip`, and the `LATENT` to start from; **SamplerCustomAdvanced** runs them "
@@ -480,9 +484,7 @@ def masked_edit() -> Workflow:
     mask = wf.node("MaskComposite", [128, 128, "add"], col=3, row=10, title="Edit only the centre square", size=(260, 150), destination=(zeros, 0), source=(square, 0))
     sampler = wf.node("EditFriendlySampler", [TARGET_CFG, SKIP], col=3, row=0, size=(320, 170), sockets=SAMPLER_WITH_MASK,
                       model=(ckpt, 0), positive=(target, 0), negative=(negative, 0), noise_maps=(inversion, 0), mask=(mask, 0))
-    decode = wf.node("VAEDecode", col=3, row=4, samples=(sampler, 0), vae=(ckpt, 2), size=(220, 50))
-    stitch = wf.node("ImageStitch", ["right", True, 0, "white"], col=4, row=0, title="Input | edit", size=(320, 150), image1=(image, 0), image2=(decode, 0))
-    wf.node("SaveImage", ["edit_friendly/masked_edit"], col=5, row=0, size=(400, 420), images=(stitch, 0))
+    _save_beside_input(wf, (sampler, 0), (ckpt, 2), (image, 0), "masked_edit", col=3)
     wf.note(
         "## Edit inside a mask only\n\nThe sampler's optional `mask` (1 = edit) confines the edit: outside it the latent "
         "stays the source latent, inside it follows the target prompt; a soft mask blends. The mask is resized to the "
@@ -510,9 +512,7 @@ def implicit_mask_edit() -> Workflow:
                       model=(ckpt, 0), positive=(target, 0), negative=(negative, 0), noise_maps=(inversion, 0), mask=(mask, 0))
     shown = wf.node("MaskToImage", col=3, row=6, size=(220, 30), title="The mask, as a picture", mask=(mask, 0))
     wf.node("PreviewImage", col=3, row=8, size=(260, 260), images=(shown, 0))
-    decode = wf.node("VAEDecode", col=4, row=4, samples=(sampler, 0), vae=(ckpt, 2), size=(220, 50))
-    stitch = wf.node("ImageStitch", ["right", True, 0, "white"], col=5, row=0, title="Input | edit", size=(320, 150), image1=(image, 0), image2=(decode, 0))
-    wf.node("SaveImage", ["edit_friendly/implicit_mask_edit"], col=6, row=0, size=(400, 420), images=(stitch, 0))
+    _save_beside_input(wf, (sampler, 0), (ckpt, 2), (image, 0), "implicit_mask_edit", col=4)
     wf.note(
         "## Edit where the prompts disagree, keep the rest exactly\n\n**Edit-Friendly Implicit Mask** compares the "
         "source and target prompts' predictions at the latents the maps recorded along the image's own path, and masks "
@@ -621,9 +621,7 @@ def attention_control_edit() -> Workflow:
     noise = wf.node("DisableNoise", col=3, row=10, size=(220, 30), title="DisableNoise (the maps are the noise)")
     sampled = wf.node("SamplerCustomAdvanced", col=4, row=0, size=(300, 140),
                       noise=(noise, 0), guider=(guider, 0), sampler=(custom, 0), sigmas=(custom, 1), latent_image=(custom, 2))
-    decode = wf.node("VAEDecode", col=4, row=4, samples=(sampled, 0), vae=(ckpt, 2), size=(220, 50))
-    stitch = wf.node("ImageStitch", ["right", True, 0, "white"], col=5, row=0, title="Input | edit", size=(320, 150), image1=(image, 0), image2=(decode, 0))
-    wf.node("SaveImage", ["edit_friendly/attention_control"], col=6, row=0, size=(400, 420), images=(stitch, 0))
+    _save_beside_input(wf, (sampled, 0), (ckpt, 2), (image, 0), "attention_control", col=4)
     wf.note(
         "## Prompt-to-Prompt attention control on edit-friendly maps\n\n"
         "The paper pairs its inversion with Prompt-to-Prompt (P2P). **Edit-Friendly Attention Control** is a `GUIDER`: "
@@ -666,9 +664,7 @@ def semantic_guidance_edit() -> Workflow:
                      model=(ckpt, 0), positive=(source, 0), negative=(negative, 0), concepts=(removed, 0))
     sampled = wf.node("SamplerCustomAdvanced", col=5, row=0, size=(300, 140),
                       noise=(noise, 0), guider=(guider, 0), sampler=(custom, 0), sigmas=(custom, 1), latent_image=(custom, 2))
-    decode = wf.node("VAEDecode", col=5, row=4, samples=(sampled, 0), vae=(ckpt, 2), size=(220, 50))
-    stitch = wf.node("ImageStitch", ["right", True, 0, "white"], col=6, row=0, title="Input | edit", size=(320, 150), image1=(image, 0), image2=(decode, 0))
-    wf.node("SaveImage", ["edit_friendly/semantic_guidance"], col=7, row=0, size=(400, 420), images=(stitch, 0))
+    _save_beside_input(wf, (sampled, 0), (ckpt, 2), (image, 0), "semantic_guidance", col=5)
     wf.note(
         "## Semantic guidance with edit concepts (LEDITS++)\n\n"
         "No target prompt: **Edit-Friendly Semantic Guidance** guides with the inversion's own source prompt, negative "
@@ -782,9 +778,7 @@ def photo_edit_qwen_image() -> Workflow:
     target = wf.node("CLIPTextEncode", ["a close-up photo of a tiger"], col=2, row=6, title="Target prompt (the image as you want it)", clip=(clip, 0))
     sampler = wf.node("EditFriendlySampler", [QWEN_TARGET_CFG, QWEN_SKIP], col=3, row=0, size=(320, 150),
                       model=(model, 0), positive=(target, 0), negative=(negative, 0), noise_maps=(inversion, 0))
-    decode = wf.node("VAEDecode", col=3, row=4, samples=(sampler, 0), vae=(vae, 0), size=(220, 50))
-    stitch = wf.node("ImageStitch", ["right", True, 0, "white"], col=4, row=0, title="Input | edit", size=(320, 150), image1=(scaled, 0), image2=(decode, 0))
-    wf.node("SaveImage", ["edit_friendly/qwen_image_edit"], col=5, row=0, size=(400, 420), images=(stitch, 0))
+    _save_beside_input(wf, (sampler, 0), (vae, 0), (scaled, 0), "qwen_image_edit", col=3)
     wf.note(
         "## Text-guided photo edit with Qwen-Image\n\n"
         f"* **Model**: `ModelSamplingAuraFlow` shift {QWEN_SHIFT:g} and the `simple` scheduler, as ComfyUI's Qwen-Image "
@@ -822,9 +816,7 @@ def flowedit_qwen_image() -> Workflow:
         model=(model, 0), source_positive=(source, 0), source_negative=(negative, 0), positive=(target, 0), negative=(negative, 0),
         latent_image=(latent, 0),
     )
-    decode = wf.node("VAEDecode", col=4, row=0, samples=(edit, 0), vae=(vae, 0), size=(220, 50))
-    stitch = wf.node("ImageStitch", ["right", True, 0, "white"], col=5, row=0, title="Input | edit", size=(320, 150), image1=(scaled, 0), image2=(decode, 0))
-    wf.node("SaveImage", ["edit_friendly/qwen_image_flowedit"], col=6, row=0, size=(400, 420), images=(stitch, 0))
+    _save_beside_input(wf, (edit, 0), (vae, 0), (scaled, 0), "qwen_image_flowedit", col=4, decode_row=0)
     wf.note(
         "## FlowEdit with Qwen-Image: editing without inversion\n\n"
         "**FlowEdit** (Kulikov et al., ICCV 2025) needs no inversion and no noise maps: at each step it moves the input by "
